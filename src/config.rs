@@ -1,0 +1,546 @@
+//! Configuration: the raw TOML shape (`Raw*`, serde, unknown keys refused) and the
+//! checked [`Config`] the rest of the program uses. Every validation error names the
+//! key, the line (when the file says it) and the problem.
+
+use crate::net::Cidr;
+use serde::Deserialize;
+use std::{fmt, fs, net::IpAddr, path::Path, path::PathBuf, str::FromStr, time::Duration};
+
+/// A configuration error: what was wrong, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: {key}: {problem}", line = line.map_or_else(|| "?".to_string(), |l| l.to_string()))]
+    Invalid {
+        path: String,
+        key: String,
+        line: Option<usize>,
+        problem: String,
+    },
+}
+
+// ---------------------------------------------------------------- raw (serde) shape
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    milter: RawMilter,
+    log: RawLog,
+    limits: RawLimits,
+    batv: RawBatv,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMilter {
+    socket: String,
+    socket_mode: String,
+    socket_owner: String,
+    max_connections: usize,
+    connection_timeout_secs: u64,
+    shutdown_timeout_secs: u64,
+    header_name: String,
+}
+
+impl Default for RawMilter {
+    fn default() -> Self {
+        Self {
+            socket: "inet:127.0.0.1:7357".into(),
+            socket_mode: "0660".into(),
+            socket_owner: String::new(),
+            max_connections: 200,
+            connection_timeout_secs: 300,
+            shutdown_timeout_secs: 30,
+            header_name: "X-Backscatter".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_body_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 256 * 1024,
+            max_headers: 1000,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBatv {
+    key_file: String,
+    lifetime_days: u16,
+    sign_domains: Vec<String>,
+    sign_subdomains: bool,
+    trusted_networks: Vec<String>,
+    sign_daemon_names: Vec<String>,
+    sign_local_submission: bool,
+    exempt_senders: Vec<String>,
+    exempt_recipients: Vec<String>,
+    exempt_recipient_domains: Vec<String>,
+    on_invalid_tag: String,
+}
+
+impl Default for RawBatv {
+    fn default() -> Self {
+        Self {
+            key_file: "/etc/backscatter-milter/batv.keys".into(),
+            lifetime_days: 7,
+            sign_domains: Vec::new(),
+            sign_subdomains: false,
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            sign_daemon_names: vec!["ORIGINATING".into()],
+            sign_local_submission: true,
+            exempt_senders: Vec::new(),
+            exempt_recipients: Vec::new(),
+            exempt_recipient_domains: Vec::new(),
+            on_invalid_tag: "reject".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- checked shape
+
+/// Where the milter listens, in Postfix's notation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketSpec {
+    Inet(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for SocketSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or("expected inet:HOST:PORT, inet6:[HOST]:PORT or unix:/PATH")?;
+        match kind {
+            "inet" | "inet6" => {
+                let (host, port) = rest
+                    .rsplit_once(':')
+                    .ok_or("expected HOST:PORT after inet:")?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = if host == "localhost" {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    host.parse()
+                        .map_err(|_| format!("'{host}' is not an IP address"))?
+                };
+                if kind == "inet6" && ip.is_ipv4() || kind == "inet" && ip.is_ipv6() {
+                    return Err(format!("'{host}' does not match the family {kind}"));
+                }
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("'{port}' is not a port number"))?;
+                Ok(Self::Inet((ip, port).into()))
+            }
+            "unix" | "local" => {
+                if !rest.starts_with('/') {
+                    return Err("a unix socket path must be absolute".into());
+                }
+                if rest.len() >= 108 {
+                    return Err("a unix socket path must be shorter than 108 bytes".into());
+                }
+                Ok(Self::Unix(rest.into()))
+            }
+            other => Err(format!(
+                "unknown socket type '{other}' (use inet, inet6 or unix)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inet(a) if a.is_ipv6() => write!(f, "inet6:{a}"),
+            Self::Inet(a) => write!(f, "inet:{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What to do with a recipient whose tag fails verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnInvalidTag {
+    /// 550 5.7.1 at RCPT.
+    Reject,
+    /// Accept the RCPT, record the result for the verdict.
+    Record,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MilterConfig {
+    pub socket: SocketSpec,
+    pub socket_mode: u32,
+    pub socket_owner: Option<String>,
+    pub max_connections: usize,
+    pub connection_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub header_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatvConfig {
+    pub key_file: PathBuf,
+    pub lifetime_days: u16,
+    pub sign_domains: Vec<String>,
+    pub sign_subdomains: bool,
+    pub trusted_networks: Vec<Cidr>,
+    pub sign_daemon_names: Vec<String>,
+    pub sign_local_submission: bool,
+    pub exempt_senders: Vec<String>,
+    pub exempt_recipients: Vec<String>,
+    pub exempt_recipient_domains: Vec<String>,
+    pub on_invalid_tag: OnInvalidTag,
+}
+
+impl BatvConfig {
+    /// Whether signing is configured at all (a key file is needed only then).
+    pub fn enabled(&self) -> bool {
+        !self.sign_domains.is_empty()
+    }
+
+    /// Whether `domain` (lowercase) is one of ours to sign and verify.
+    pub fn is_our_domain(&self, domain: &str) -> bool {
+        self.sign_domains.iter().any(|d| {
+            domain == d
+                || (self.sign_subdomains
+                    && domain.len() > d.len()
+                    && domain.ends_with(d.as_str())
+                    && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+        })
+    }
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub milter: MilterConfig,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub batv: BatvConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse("", "<defaults>").expect("the built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let v = Validator { text, path };
+        let m = raw.milter;
+        let socket = m.socket.parse().map_err(|p| v.err("milter", "socket", p))?;
+        let socket_mode = u32::from_str_radix(&m.socket_mode, 8)
+            .ok()
+            .filter(|&mode| mode <= 0o777)
+            .ok_or_else(|| {
+                v.err(
+                    "milter",
+                    "socket_mode",
+                    "expected an octal mode such as \"0660\"",
+                )
+            })?;
+        if m.max_connections == 0 {
+            return Err(v.err("milter", "max_connections", "must be at least 1"));
+        }
+        if m.connection_timeout_secs == 0 {
+            return Err(v.err("milter", "connection_timeout_secs", "must be at least 1"));
+        }
+        if !is_header_name(&m.header_name) {
+            return Err(v.err(
+                "milter",
+                "header_name",
+                "must be a header field name: printable ASCII without ':' or spaces",
+            ));
+        }
+        let level = raw.log.level.to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(v.err(
+                "log",
+                "level",
+                "expected one of error, warn, info, debug, trace",
+            ));
+        }
+        let format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(v.err("log", "format", "expected \"text\" or \"json\"")),
+        };
+        let l = raw.limits;
+        if l.max_header_bytes < 1024 {
+            return Err(v.err("limits", "max_header_bytes", "must be at least 1024"));
+        }
+        if l.max_headers == 0 {
+            return Err(v.err("limits", "max_headers", "must be at least 1"));
+        }
+        let b = raw.batv;
+        if !(1..=365).contains(&b.lifetime_days) {
+            return Err(v.err("batv", "lifetime_days", "must be between 1 and 365"));
+        }
+        let sign_domains =
+            domains(&b.sign_domains).map_err(|p| v.err("batv", "sign_domains", p))?;
+        let exempt_recipient_domains = domains(&b.exempt_recipient_domains)
+            .map_err(|p| v.err("batv", "exempt_recipient_domains", p))?;
+        let trusted_networks = b
+            .trusted_networks
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|p| v.err("batv", "trusted_networks", p))?;
+        let exempt_senders =
+            addresses(&b.exempt_senders).map_err(|p| v.err("batv", "exempt_senders", p))?;
+        let exempt_recipients =
+            addresses(&b.exempt_recipients).map_err(|p| v.err("batv", "exempt_recipients", p))?;
+        let on_invalid_tag = match b.on_invalid_tag.as_str() {
+            "reject" => OnInvalidTag::Reject,
+            "record" => OnInvalidTag::Record,
+            _ => {
+                return Err(v.err(
+                    "batv",
+                    "on_invalid_tag",
+                    "expected \"reject\" or \"record\"",
+                ));
+            }
+        };
+        if !sign_domains.is_empty() && b.key_file.is_empty() {
+            return Err(v.err(
+                "batv",
+                "key_file",
+                "must be set when sign_domains is not empty",
+            ));
+        }
+        Ok(Config {
+            milter: MilterConfig {
+                socket,
+                socket_mode,
+                socket_owner: Some(m.socket_owner).filter(|o| !o.is_empty()),
+                max_connections: m.max_connections,
+                connection_timeout: Duration::from_secs(m.connection_timeout_secs),
+                shutdown_timeout: Duration::from_secs(m.shutdown_timeout_secs),
+                header_name: m.header_name,
+            },
+            log: LogConfig { level, format },
+            limits: Limits {
+                max_header_bytes: l.max_header_bytes,
+                max_headers: l.max_headers,
+                max_body_bytes: l.max_body_bytes,
+            },
+            batv: BatvConfig {
+                key_file: b.key_file.into(),
+                lifetime_days: b.lifetime_days,
+                sign_domains,
+                sign_subdomains: b.sign_subdomains,
+                trusted_networks,
+                sign_daemon_names: b.sign_daemon_names,
+                sign_local_submission: b.sign_local_submission,
+                exempt_senders,
+                exempt_recipients,
+                exempt_recipient_domains,
+                on_invalid_tag,
+            },
+        })
+    }
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+fn domains(list: &[String]) -> Result<Vec<String>, String> {
+    list.iter()
+        .map(|d| {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && d.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if ok {
+                Ok(d)
+            } else {
+                Err(format!("'{d}' is not a domain name"))
+            }
+        })
+        .collect()
+}
+
+fn addresses(list: &[String]) -> Result<Vec<String>, String> {
+    list.iter()
+        .map(|a| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.rsplit_once('@') {
+                Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok(a),
+                _ => Err(format!("'{a}' is not an address (local@domain)")),
+            }
+        })
+        .collect()
+}
+
+/// Builds errors that point at the line of `key` inside `[table]`.
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, table: &str, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            key: format!("{table}.{key}"),
+            line: line_of(self.text, table, key),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The 1-based line where `key` is set inside `[table]`, if the text sets it.
+fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            current = name.trim().to_string();
+        } else if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim() == key {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = Config::parse("", "x").unwrap();
+        assert_eq!(
+            c.milter.socket,
+            SocketSpec::Inet("127.0.0.1:7357".parse().unwrap())
+        );
+        assert_eq!(c.milter.header_name, "X-Backscatter");
+        assert_eq!(c.batv.lifetime_days, 7);
+        assert!(!c.batv.enabled());
+    }
+
+    #[test]
+    fn socket_notation() {
+        assert_eq!(
+            "inet6:[::1]:7357".parse::<SocketSpec>().unwrap(),
+            SocketSpec::Inet("[::1]:7357".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:/run/x/milter.sock".parse::<SocketSpec>().unwrap(),
+            SocketSpec::Unix("/run/x/milter.sock".into())
+        );
+        assert!("inet:127.0.0.1".parse::<SocketSpec>().is_err());
+        assert!("unix:relative".parse::<SocketSpec>().is_err());
+        assert!("tcp:1.2.3.4:5".parse::<SocketSpec>().is_err());
+        assert!("inet6:127.0.0.1:5".parse::<SocketSpec>().is_err());
+        let long = format!("unix:/{}", "a".repeat(120));
+        assert!(long.parse::<SocketSpec>().is_err());
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_line() {
+        let text = "[milter]\nheader_name = \"X-Backscatter\"\n\n[batv]\nlifetime_days = 0\n";
+        let e = Config::parse(text, "m.toml").unwrap_err().to_string();
+        assert_eq!(e, "m.toml:5: batv.lifetime_days: must be between 1 and 365");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_line() {
+        let e = Config::parse("[milter]\nsockett = \"inet:1.2.3.4:5\"\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `sockett`"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn subdomains() {
+        let c = Config::parse(
+            "[batv]\nsign_domains=[\"Example.ORG\"]\nsign_subdomains=true\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.batv.is_our_domain("example.org"));
+        assert!(c.batv.is_our_domain("mail.example.org"));
+        assert!(!c.batv.is_our_domain("badexample.org"));
+    }
+}

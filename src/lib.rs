@@ -1,0 +1,201 @@
+//! backscatter-milter: a milter that stops backscatter.
+//!
+//! `run` serves the milter on an already-bound listener until `shutdown` completes;
+//! the binary (`main.rs`) only parses the command line, binds and handles signals,
+//! so tests can run the milter in-process.
+
+pub mod batv;
+pub mod config;
+pub mod milter;
+pub mod net;
+pub mod outbound;
+pub mod session;
+
+use crate::{batv::Keys, config::Config};
+use indymilter::Listener;
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+/// What the milter runs with: the checked config and the BATV keys (if signing is on).
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub keys: Option<Keys>,
+    pub counters: Arc<Counters>,
+}
+
+/// Errors loading what the milter runs with.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("batv.key_file: {0}")]
+    Keys(#[from] batv::KeyError),
+}
+
+impl Runtime {
+    /// Checks a config and loads what it names (the key file, when signing is on).
+    pub fn load(config: Config, counters: Arc<Counters>) -> Result<Self, LoadError> {
+        let keys = if config.batv.enabled() {
+            Some(Keys::load(&config.batv.key_file)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            keys,
+            counters,
+        })
+    }
+}
+
+/// The current runtime, swapped whole on reload; each connection keeps the snapshot
+/// it started with.
+#[derive(Clone)]
+pub struct SharedRuntime(Arc<RwLock<Arc<Runtime>>>);
+
+impl SharedRuntime {
+    pub fn new(rt: Runtime) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(rt))))
+    }
+
+    pub fn current(&self) -> Arc<Runtime> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, rt: Runtime) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rt);
+    }
+}
+
+/// Process-wide counters (atomics; cheap on the message path).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_open: AtomicU64,
+    pub messages_in_flight: AtomicU64,
+    pub errors: AtomicU64,
+    idle: Notify,
+}
+
+impl Counters {
+    pub fn connection(self: &Arc<Self>) -> ConnGuard {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(self.clone())
+    }
+
+    pub fn message(self: &Arc<Self>) -> MsgGuard {
+        self.messages_in_flight.fetch_add(1, Ordering::SeqCst);
+        MsgGuard(self.clone())
+    }
+
+    pub fn inc_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until no message is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.messages_in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts an open milter connection while alive.
+#[derive(Debug)]
+pub struct ConnGuard(Arc<Counters>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a message between MAIL and end of message (or abort) while alive.
+#[derive(Debug)]
+pub struct MsgGuard(Arc<Counters>);
+
+impl Drop for MsgGuard {
+    fn drop(&mut self) {
+        if self.0.messages_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A listener that stops accepting (and closes its socket) once `stop` fires.
+struct StoppableListener<L> {
+    inner: Option<L>,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<L: Listener> Listener for StoppableListener<L> {
+    type Io = L::Io;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        match self.inner.as_mut() {
+            Some(l) => l.poll_accept(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Serves the milter until `shutdown` completes; then stops accepting, lets
+/// messages in flight finish (at most `shutdown_timeout`) and closes the rest.
+pub async fn run(
+    listener: impl Listener,
+    rt: SharedRuntime,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let current = rt.current();
+    let counters = current.counters.clone();
+    let grace = current.config.milter.shutdown_timeout;
+    let config = indymilter::Config {
+        max_connections: current.config.milter.max_connections,
+        connection_timeout: current.config.milter.connection_timeout,
+        ..Default::default()
+    };
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let listener = StoppableListener {
+        inner: Some(listener),
+        stop: Box::pin(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }),
+    };
+    let drained = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let open = counters.messages_in_flight.load(Ordering::SeqCst);
+        info!("shutting down: no longer accepting connections, {open} message(s) in flight");
+        if tokio::time::timeout(grace, counters.drained())
+            .await
+            .is_err()
+        {
+            warn!(
+                "shutdown: {} message(s) still in flight after {}s, closing them",
+                counters.messages_in_flight.load(Ordering::SeqCst),
+                grace.as_secs()
+            );
+        }
+        // Give the last replies a moment to reach the MTA.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    indymilter::run(listener, milter::callbacks(rt), config, drained).await
+}

@@ -1,0 +1,255 @@
+//! The command line: run the milter, check a config, and the BATV tools for admins.
+
+use backscatter_milter::{
+    Counters, Runtime, SharedRuntime,
+    batv::{self, Keys},
+    config::{Config, LogFormat},
+    net,
+};
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+const DEFAULT_CONFIG: &str = "/etc/backscatter-milter/milter.toml";
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A milter that stops backscatter (bounces for mail you never sent)"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Check the configuration (and the key file it names), then exit 0 or 1.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print ADDRESS with a BATV tag, signed on --date (default today).
+    Sign {
+        #[arg(long)]
+        date: Option<String>,
+        address: String,
+    },
+    /// Check the BATV tag of ADDRESS on --date (default today): print the plain
+    /// address and key id and exit 0, or say why not and exit 1.
+    Verify {
+        #[arg(long)]
+        date: Option<String>,
+        address: String,
+    },
+    /// Print a new key line for the key file.
+    Keygen {
+        /// The key id, 0-9.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
+        id: u8,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Keygen { id }) => match batv::keygen(id) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("keygen: {e}")),
+        },
+        Some(Command::Sign { date, address }) => tool(&cli.config, date, |rt, day| {
+            let keys = rt
+                .keys
+                .as_ref()
+                .ok_or("batv.sign_domains is empty: no key file loaded")?;
+            batv::sign(keys, &address, day, rt.config.batv.lifetime_days).map_err(|e| e.to_string())
+        }),
+        Some(Command::Verify { date, address }) => tool(&cli.config, date, |rt, day| {
+            let keys = rt
+                .keys
+                .as_ref()
+                .ok_or("batv.sign_domains is empty: no key file loaded")?;
+            batv::verify(keys, &address, day, rt.config.batv.lifetime_days)
+                .map(|v| format!("{} key={}", v.plain, v.key_id))
+                .map_err(|e| format!("invalid: {e}"))
+        }),
+        None => {
+            let rt = match load(&cli.config) {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            if cli.check_config {
+                println!("{}: OK", cli.config.display());
+                return ExitCode::SUCCESS;
+            }
+            serve(cli.config, rt)
+        }
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("backscatter-milter: {msg}");
+    ExitCode::FAILURE
+}
+
+fn load(path: &std::path::Path) -> Result<Runtime, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    Runtime::load(config, Arc::new(Counters::default())).map_err(|e| e.to_string())
+}
+
+fn tool(
+    path: &std::path::Path,
+    date: Option<String>,
+    f: impl FnOnce(&Runtime, i64) -> Result<String, String>,
+) -> ExitCode {
+    let rt = match load(path) {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let day = match date.as_deref().map(batv::parse_date) {
+        None => batv::today(),
+        Some(Some(d)) => d,
+        Some(None) => return fail("--date: expected YYYY-MM-DD"),
+    };
+    match f(&rt, day) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
+    init_logging(&rt.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let m = &rt.config.milter;
+        let listener = match net::bind(&m.socket, m.socket_mode, m.socket_owner.as_deref()).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen on {}: {e}", m.socket);
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(
+            "listening on {} (mode={}, signing={})",
+            m.socket,
+            rt.config.milter.header_name,
+            if rt.keys.is_some() { "on" } else { "off" }
+        );
+        let shared = SharedRuntime::new(rt);
+        tokio::spawn(reload_on_hup(path, shared.clone()));
+        let shutdown = async {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                error!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
+        };
+        match backscatter_milter::run(listener, shared, shutdown).await {
+            Ok(()) => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("milter failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGHUP: re-read the config and the key file; keep the old ones on error.
+async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler; reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let old = shared.current();
+        let config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload failed, keeping the running config: {e}");
+                continue;
+            }
+        };
+        let new = match Runtime::load(config, old.counters.clone()) {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!("reload failed, keeping the running config: {e}");
+                continue;
+            }
+        };
+        let (o, n) = (&old.config, &new.config);
+        let fixed = [
+            ("milter.socket", o.milter.socket != n.milter.socket),
+            (
+                "milter.socket_mode",
+                o.milter.socket_mode != n.milter.socket_mode,
+            ),
+            (
+                "milter.socket_owner",
+                o.milter.socket_owner != n.milter.socket_owner,
+            ),
+            (
+                "milter.max_connections",
+                o.milter.max_connections != n.milter.max_connections,
+            ),
+            (
+                "milter.connection_timeout_secs",
+                o.milter.connection_timeout != n.milter.connection_timeout,
+            ),
+            (
+                "milter.shutdown_timeout_secs",
+                o.milter.shutdown_timeout != n.milter.shutdown_timeout,
+            ),
+            ("log", o.log != n.log),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                warn!("reload: {key} changed; restart needed for it to take effect");
+            }
+        }
+        let keys = new.keys.as_ref().map_or(0, |k: &Keys| k.ids().len());
+        shared.replace(new);
+        info!(
+            "configuration reloaded from {} ({keys} BATV key(s))",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The only module that speaks the milter protocol: indymilter callbacks that fetch
+//! the session, call one plain method on it and apply what it returns. A missing
+//! session, a panic inside a method or a failed action tempfails the message.
+
+use crate::{
+    SharedRuntime,
+    session::{EomPlan, RcptReply, Session},
+};
+use indymilter::{
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros, NegotiateContext,
+    ProtoOpts, SetErrorReply, SocketInfo, Status,
+};
+use std::{
+    ffi::{CStr, CString},
+    panic::{AssertUnwindSafe, catch_unwind},
+};
+use tracing::{debug, error, info, warn};
+
+/// Actions every connection must grant (later stages rely on all of them).
+pub const REQUIRED_ACTIONS: Actions = Actions::ADD_HEADER
+    .union(Actions::CHANGE_HEADER)
+    .union(Actions::CHANGE_SENDER)
+    .union(Actions::ADD_RCPT)
+    .union(Actions::DELETE_RCPT)
+    .union(Actions::QUARANTINE);
+
+fn macro_str(macros: &Macros, name: &CStr) -> Option<String> {
+    macros
+        .get(name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn lossy(c: &CStr) -> String {
+    c.to_string_lossy().into_owned()
+}
+
+/// Runs `f` on the session, catching a panic: the message is marked failed and
+/// tempfailed, the connection and every other one go on.
+fn guarded<R>(
+    data: &mut Option<Session>,
+    stage: &str,
+    f: impl FnOnce(&mut Session) -> R,
+) -> Result<R, Status> {
+    let Some(session) = data.as_mut() else {
+        error!("NOQUEUE: no session state at {stage}, tempfailing");
+        return Err(Status::Tempfail);
+    };
+    if session.message_failed() {
+        return Err(Status::Tempfail);
+    }
+    match catch_unwind(AssertUnwindSafe(|| f(session))) {
+        Ok(r) => Ok(r),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(
+                "{}: internal error at {stage}: {what}; message tempfailed",
+                session.queue_id()
+            );
+            session.runtime().counters.inc_error();
+            session.fail_message();
+            Err(Status::Tempfail)
+        }
+    }
+}
+
+fn today() -> i64 {
+    crate::batv::today()
+}
+
+pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
+    let connect_rt = rt.clone();
+    Callbacks::new()
+        .on_negotiate(|cx, actions, opts| Box::pin(negotiate(cx, actions, opts)))
+        .on_connect(move |cx, hostname, socket| {
+            let snapshot = connect_rt.current();
+            Box::pin(connect(cx, snapshot, hostname, socket))
+        })
+        .on_mail(|cx, args| Box::pin(mail(cx, args)))
+        .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
+        .on_data(|cx| Box::pin(simple(cx, "data")))
+        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_eoh(|cx| Box::pin(simple(cx, "eoh")))
+        .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
+        .on_eom(|cx| Box::pin(eom(cx)))
+        .on_abort(|cx| Box::pin(abort(cx)))
+        .on_close(|cx| Box::pin(close(cx)))
+}
+
+async fn negotiate(
+    cx: &mut NegotiateContext<Session>,
+    actions: Actions,
+    opts: ProtoOpts,
+) -> Status {
+    if !actions.contains(REQUIRED_ACTIONS) {
+        warn!(
+            "MTA offers milter actions {actions:?}, we need {REQUIRED_ACTIONS:?}; refusing the connection"
+        );
+    }
+    cx.requested_actions = REQUIRED_ACTIONS;
+    if opts.contains(ProtoOpts::SKIP) {
+        cx.requested_opts |= ProtoOpts::SKIP;
+    }
+    let want = [
+        (MacroStage::Connect, "j {daemon_name} {client_addr}"),
+        (
+            MacroStage::Mail,
+            "i {auth_authen} {mail_addr} {daemon_name}",
+        ),
+        (MacroStage::Rcpt, "i {rcpt_addr}"),
+        (MacroStage::Data, "i"),
+        (MacroStage::Eoh, "i"),
+        (MacroStage::Eom, "i"),
+    ];
+    for (stage, names) in want {
+        cx.requested_macros
+            .insert(stage, CString::new(names).expect("no NUL"));
+    }
+    Status::Continue
+}
+
+async fn connect(
+    cx: &mut Context<Session>,
+    rt: std::sync::Arc<crate::Runtime>,
+    hostname: CString,
+    socket: SocketInfo,
+) -> Status {
+    let addr = match socket {
+        SocketInfo::Inet(a) => Some(a.ip()),
+        _ => macro_str(&cx.macros, c"{client_addr}").and_then(|a| a.parse().ok()),
+    };
+    let mut session = Session::new(rt, &lossy(&hostname), addr);
+    session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
+    cx.data = Some(session);
+    Status::Continue
+}
+
+async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let args: Vec<String> = args.iter().map(|a| lossy(a)).collect();
+    let auth = macro_str(&cx.macros, c"{auth_authen}");
+    let daemon = macro_str(&cx.macros, c"{daemon_name}");
+    let qid = macro_str(&cx.macros, c"i");
+    if let Some(s) = cx.data.as_mut() {
+        // A new MAIL clears a failure of the previous message on this connection.
+        s.abort();
+    }
+    match guarded(&mut cx.data, "mail", |s| {
+        s.set_daemon_name(daemon);
+        s.mail(&args, auth.as_deref());
+        s.set_queue_id(qid);
+    }) {
+        Ok(()) => Status::Continue,
+        Err(status) => status,
+    }
+}
+
+async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let args: Vec<String> = args.iter().map(|a| lossy(a)).collect();
+    let qid = macro_str(&cx.macros, c"i");
+    let reply = match guarded(&mut cx.data, "rcpt", |s| {
+        s.set_queue_id(qid);
+        let reply = s.rcpt(&args, today());
+        (reply, s.queue_id().to_string())
+    }) {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
+    match reply {
+        (RcptReply::Continue, _) => Status::Continue,
+        (RcptReply::Reject(text), qid) => {
+            info!(
+                "{qid}: reject RCPT {}: {text}",
+                args.first().map_or("", |s| s)
+            );
+            match cx
+                .reply
+                .set_error_reply("550", Some("5.7.1"), [text.as_str()])
+            {
+                Ok(()) => Status::Reject,
+                Err(e) => {
+                    error!("{qid}: cannot set reply: {e}");
+                    Status::Reject
+                }
+            }
+        }
+    }
+}
+
+async fn simple(cx: &mut Context<Session>, stage: &str) -> Status {
+    let qid = macro_str(&cx.macros, c"i");
+    match guarded(&mut cx.data, stage, |s| s.set_queue_id(qid)) {
+        Ok(()) => Status::Continue,
+        Err(status) => status,
+    }
+}
+
+async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+    let name = lossy(&name);
+    match guarded(&mut cx.data, "header", |s| {
+        s.header(&name, value.as_bytes())
+    }) {
+        Ok(()) => Status::Continue,
+        Err(status) => status,
+    }
+}
+
+async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
+    match guarded(&mut cx.data, "body", |s| s.body(&chunk)) {
+        Ok(true) => Status::Continue,
+        // Past the cap: Postfix honours SKIP (negotiated when offered); others
+        // simply keep sending and the session keeps discarding.
+        Ok(false) => Status::Skip,
+        Err(status) => status,
+    }
+}
+
+async fn eom(cx: &mut EomContext<Session>) -> Status {
+    let qid = macro_str(&cx.macros, c"i");
+    let (plan, qid) = match guarded(&mut cx.data, "eom", |s| {
+        s.set_queue_id(qid);
+        let qid = s.queue_id().to_string();
+        (s.end_of_message(today()), qid)
+    }) {
+        Ok(r) => r,
+        Err(status) => {
+            if let Some(s) = cx.data.as_mut() {
+                s.abort();
+            }
+            return status;
+        }
+    };
+    match apply(&cx.actions, &plan).await {
+        Ok(()) => {
+            info!("{qid}: {}", plan.summary);
+            Status::Continue
+        }
+        Err(e) => {
+            error!("{qid}: cannot apply milter actions: {e}; message tempfailed");
+            if let Some(s) = cx.data.as_ref() {
+                s.runtime().counters.inc_error();
+            }
+            Status::Tempfail
+        }
+    }
+}
+
+async fn apply(
+    actions: &impl ContextActions,
+    plan: &EomPlan,
+) -> Result<(), indymilter::ActionError> {
+    if let Some((name, _)) = &plan.add_header {
+        for &i in &plan.delete_headers {
+            actions
+                .change_header(name.as_str(), i, None::<&str>)
+                .await?;
+        }
+    }
+    if let Some((sender, args)) = &plan.change_sender {
+        actions
+            .change_sender(sender.as_str(), args.as_deref())
+            .await?;
+    }
+    for (tagged, plain) in &plan.untag_rcpts {
+        actions.delete_recipient(format!("<{tagged}>")).await?;
+        actions.add_recipient(format!("<{plain}>")).await?;
+    }
+    if let Some((name, value)) = &plan.add_header {
+        actions
+            .insert_header(0, name.as_str(), value.as_str())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn abort(cx: &mut Context<Session>) -> Status {
+    if let Some(s) = cx.data.as_mut() {
+        debug!("{}: message aborted", s.queue_id());
+        s.abort();
+    }
+    Status::Continue
+}
+
+async fn close(cx: &mut Context<Session>) -> Status {
+    cx.data = None;
+    Status::Continue
+}

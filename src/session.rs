@@ -1,0 +1,318 @@
+//! Per-connection and per-message state. Plain methods, no milter protocol: the
+//! callbacks in `milter.rs` feed them and apply what they return. Buffers are capped.
+
+use crate::{
+    Runtime,
+    batv::{self, TagError, Verified},
+    config::OnInvalidTag,
+    outbound::{self, Origin, Signing},
+};
+use std::{net::IpAddr, sync::Arc};
+
+/// Per-connection state. Holds a snapshot of the runtime (config and keys) taken
+/// when the connection opened, so a reload never changes a message half-way.
+pub struct Session {
+    rt: Arc<Runtime>,
+    client_addr: Option<IpAddr>,
+    client_name: String,
+    daemon_name: Option<String>,
+    msg: Option<Message>,
+    _guard: crate::ConnGuard,
+}
+
+/// One recipient and what its tag (if any) said.
+#[derive(Debug, Clone)]
+pub struct Rcpt {
+    /// As given in RCPT TO, without angle brackets.
+    pub addr: String,
+    pub tag: Option<Result<Verified, TagError>>,
+}
+
+/// Per-message state, from MAIL to end of message.
+#[derive(Debug, Default)]
+pub struct Message {
+    pub queue_id: Option<String>,
+    /// Envelope sender without angle brackets; empty for the null sender.
+    pub sender: String,
+    pub esmtp_args: Vec<String>,
+    pub origin: Origin,
+    pub rcpts: Vec<Rcpt>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    header_bytes: usize,
+    pub headers_truncated: bool,
+    /// How many copies of our own header arrived (forged or looped); all are removed.
+    pub own_headers: i32,
+    pub body: Vec<u8>,
+    pub body_seen: u64,
+    pub body_truncated: bool,
+    /// A panic or error hit this message: every later stage tempfails it.
+    pub failed: bool,
+    _guard: Option<crate::MsgGuard>,
+}
+
+/// What a RCPT gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptReply {
+    Continue,
+    /// 550 5.7.1 with this text.
+    Reject(String),
+}
+
+/// What the milter must do at end of message, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EomPlan {
+    /// Indexes (1-based, per name) of our header to delete, highest first.
+    pub delete_headers: Vec<i32>,
+    pub add_header: Option<(String, String)>,
+    /// New envelope sender and its ESMTP arguments.
+    pub change_sender: Option<(String, Option<String>)>,
+    /// Recipients to replace: (tagged as received, plain).
+    pub untag_rcpts: Vec<(String, String)>,
+    /// The one summary line for the log (after the queue id).
+    pub summary: String,
+}
+
+/// Strips one pair of angle brackets.
+pub fn unbracket(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('<')
+        .and_then(|r| r.strip_suffix('>'))
+        .unwrap_or(s)
+}
+
+/// A header name that, if set by the test harness, makes the session panic when it
+/// sees it: the only way to prove that a panic costs one message and nothing more.
+#[doc(hidden)]
+pub static PANIC_ON_HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl Session {
+    pub fn new(rt: Arc<Runtime>, client_name: &str, client_addr: Option<IpAddr>) -> Self {
+        let guard = rt.counters.connection();
+        Self {
+            rt,
+            client_addr,
+            client_name: client_name.to_string(),
+            daemon_name: None,
+            msg: None,
+            _guard: guard,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    pub fn message(&self) -> Option<&Message> {
+        self.msg.as_ref()
+    }
+
+    pub fn message_mut(&mut self) -> Option<&mut Message> {
+        self.msg.as_mut()
+    }
+
+    pub fn set_daemon_name(&mut self, name: Option<String>) {
+        if name.is_some() {
+            self.daemon_name = name;
+        }
+    }
+
+    /// The queue id for log lines, `NOQUEUE` before Postfix assigns one.
+    pub fn queue_id(&self) -> &str {
+        self.msg
+            .as_ref()
+            .and_then(|m| m.queue_id.as_deref())
+            .unwrap_or("NOQUEUE")
+    }
+
+    pub fn set_queue_id(&mut self, id: Option<String>) {
+        if let (Some(m), Some(id)) = (self.msg.as_mut(), id.filter(|i| !i.is_empty())) {
+            m.queue_id = Some(id);
+        }
+    }
+
+    /// MAIL FROM: starts a new message.
+    pub fn mail(&mut self, args: &[String], auth_authen: Option<&str>) {
+        let sender = args.first().map_or("", |a| unbracket(a)).to_string();
+        // Postfix's non_smtpd_milters (the sendmail command) connect as "localhost"
+        // from the loopback address, or from no address at all.
+        let local_submission =
+            self.client_name == "localhost" && self.client_addr.is_none_or(|ip| ip.is_loopback());
+        self.msg = Some(Message {
+            sender,
+            esmtp_args: args.iter().skip(1).cloned().collect(),
+            origin: Origin {
+                authenticated: auth_authen.is_some_and(|a| !a.is_empty()),
+                client_addr: self.client_addr,
+                daemon_name: self.daemon_name.clone(),
+                local_submission,
+            },
+            _guard: Some(self.rt.counters.message()),
+            ..Default::default()
+        });
+    }
+
+    /// RCPT TO: records the recipient; checks a tag on one of our domains.
+    pub fn rcpt(&mut self, args: &[String], today: i64) -> RcptReply {
+        let rt = self.rt.clone();
+        let Some(msg) = self.msg.as_mut() else {
+            return RcptReply::Continue;
+        };
+        let addr = args.first().map_or("", |a| unbracket(a)).to_string();
+        let tag = check_recipient(&rt, &addr, today);
+        if let (Some(Err(e)), OnInvalidTag::Reject) = (&tag, rt.config.batv.on_invalid_tag) {
+            return RcptReply::Reject(format!(
+                "Invalid return address tag ({e}): we did not send mail from this address"
+            ));
+        }
+        msg.rcpts.push(Rcpt { addr, tag });
+        RcptReply::Continue
+    }
+
+    /// One header. Past the caps the header is not kept, but ours is still counted
+    /// so every forged copy is removed.
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        if let Some(trigger) = PANIC_ON_HEADER.get() {
+            if name.eq_ignore_ascii_case(trigger) {
+                panic!("test-triggered panic on header {name}");
+            }
+        }
+        let limits = &self.rt.config.limits;
+        let ours = name.eq_ignore_ascii_case(&self.rt.config.milter.header_name);
+        let Some(msg) = self.msg.as_mut() else { return };
+        if ours {
+            msg.own_headers += 1;
+        }
+        let size = name.len() + value.len() + 4;
+        if msg.headers.len() >= limits.max_headers
+            || msg.header_bytes + size > limits.max_header_bytes
+        {
+            msg.headers_truncated = true;
+            return;
+        }
+        msg.header_bytes += size;
+        msg.headers.push((name.to_string(), value.to_vec()));
+    }
+
+    /// A body chunk. Returns false once the cap is reached (the rest may be skipped).
+    pub fn body(&mut self, chunk: &[u8]) -> bool {
+        let cap = self.rt.config.limits.max_body_bytes;
+        let Some(msg) = self.msg.as_mut() else {
+            return true;
+        };
+        msg.body_seen += chunk.len() as u64;
+        let room = cap.saturating_sub(msg.body.len());
+        if chunk.len() > room {
+            msg.body.extend_from_slice(&chunk[..room]);
+            msg.body_truncated = true;
+            return false;
+        }
+        msg.body.extend_from_slice(chunk);
+        true
+    }
+
+    /// End of message: decides what to change. The message state is consumed.
+    pub fn end_of_message(&mut self, today: i64) -> EomPlan {
+        let Some(msg) = self.msg.take() else {
+            return EomPlan::default();
+        };
+        let rt = &self.rt;
+        let mut plan = EomPlan {
+            delete_headers: (1..=msg.own_headers).rev().collect(),
+            ..Default::default()
+        };
+        let rcpt_addrs: Vec<String> = msg.rcpts.iter().map(|r| r.addr.clone()).collect();
+        let signing = outbound::decide(
+            &rt.config.batv,
+            rt.keys.as_ref(),
+            &msg.origin,
+            &msg.sender,
+            &rcpt_addrs,
+            today,
+        );
+        let signed = match &signing {
+            Signing::Sign(tagged) => {
+                let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
+                plan.change_sender = Some((format!("<{tagged}>"), args));
+                "yes".to_string()
+            }
+            Signing::Skip(reason) => format!("no ({})", reason.label()),
+        };
+        let mut tags = Vec::new();
+        for r in &msg.rcpts {
+            match &r.tag {
+                Some(Ok(v)) => {
+                    plan.untag_rcpts.push((r.addr.clone(), v.plain.clone()));
+                    tags.push("valid");
+                }
+                Some(Err(e)) => tags.push(e.label()),
+                None => {}
+            }
+        }
+        let null = msg.sender.is_empty();
+        let mut value = format!(
+            "null-sender={}; rcpts={}",
+            if null { "yes" } else { "no" },
+            msg.rcpts.len()
+        );
+        if !tags.is_empty() {
+            value.push_str(&format!("; batv={}", tags.join(",")));
+        }
+        if matches!(signing, Signing::Sign(_)) {
+            value.push_str("; signed=yes");
+        }
+        plan.summary = format!(
+            "from=<{}> null_sender={} rcpts={} batv=[{}] signed={} removed_headers={} header_bytes={} body_bytes={}{}",
+            msg.sender,
+            null,
+            msg.rcpts.len(),
+            tags.join(","),
+            signed,
+            msg.own_headers,
+            msg.header_bytes,
+            msg.body_seen,
+            if msg.headers_truncated || msg.body_truncated {
+                " truncated=yes"
+            } else {
+                ""
+            }
+        );
+        plan.add_header = Some((rt.config.milter.header_name.clone(), value));
+        plan
+    }
+
+    /// The message was aborted (RSET, or the client went away).
+    pub fn abort(&mut self) {
+        self.msg = None;
+    }
+
+    /// Marks the current message failed (after a panic or an action error).
+    pub fn fail_message(&mut self) {
+        if let Some(m) = self.msg.as_mut() {
+            m.failed = true;
+        } else {
+            self.msg = Some(Message {
+                failed: true,
+                ..Default::default()
+            });
+        }
+    }
+
+    pub fn message_failed(&self) -> bool {
+        self.msg.as_ref().is_some_and(|m| m.failed)
+    }
+}
+
+/// Checks the tag of a recipient at one of our domains; `None` if it has no tag or
+/// is not ours.
+pub fn check_recipient(rt: &Runtime, addr: &str, today: i64) -> Option<Result<Verified, TagError>> {
+    let cfg = &rt.config.batv;
+    if !batv::is_tagged(addr) {
+        return None;
+    }
+    let domain = addr.rsplit_once('@')?.1.to_ascii_lowercase();
+    if !cfg.is_our_domain(&domain) {
+        return None;
+    }
+    let keys = rt.keys.as_ref()?;
+    Some(batv::verify(keys, addr, today, cfg.lifetime_days))
+}
