@@ -85,6 +85,8 @@ pub struct Counters {
     pub connections_open: AtomicU64,
     pub messages_in_flight: AtomicU64,
     pub errors: AtomicU64,
+    /// Messages whose headers or body passed a cap (decided on what was seen).
+    pub truncated: AtomicU64,
     idle: Notify,
 }
 

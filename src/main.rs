@@ -160,9 +160,9 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
             }
         };
         info!(
-            "listening on {} (mode={}, signing={})",
+            "listening on {} (header {}, BATV signing {})",
             m.socket,
-            rt.config.milter.header_name,
+            m.header_name,
             if rt.keys.is_some() { "on" } else { "off" }
         );
         let shared = SharedRuntime::new(rt);

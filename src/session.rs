@@ -248,6 +248,11 @@ impl Session {
                 None => {}
             }
         }
+        if msg.headers_truncated || msg.body_truncated {
+            rt.counters
+                .truncated
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let null = msg.sender.is_empty();
         let mut value = format!(
             "null-sender={}; rcpts={}",

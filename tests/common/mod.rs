@@ -1,0 +1,413 @@
+//! Test rig: a throwaway Postfix instance (Debian's package) on loopback that relays
+//! everything to Postfix's own `smtp-sink`, plus the milter running in-process.
+//!
+//! Tests that need Postfix (and root, to start it) skip visibly without them, unless
+//! BACKSCATTER_REQUIRE_POSTFIX=1 (set by .ci/run), which turns a skip into a failure.
+#![allow(dead_code)]
+
+use backscatter_milter::{Counters, Runtime, SharedRuntime, config::Config};
+use std::{
+    fs,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Returns false (after saying so) when the Postfix tests cannot run here.
+pub fn postfix_available() -> bool {
+    let required = std::env::var("BACKSCATTER_REQUIRE_POSTFIX").is_ok_and(|v| v == "1");
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = ["/usr/sbin/postfix", "/usr/sbin/smtp-sink", "/usr/bin/swaks"]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("missing {}", missing.join(", "))
+    } else {
+        "not root".to_string()
+    };
+    if required {
+        panic!("BACKSCATTER_REQUIRE_POSTFIX=1 but Postfix tests cannot run: {why}");
+    }
+    eprintln!("SKIPPED (Postfix rig): {why}; run .ci/run or as root with postfix, swaks installed");
+    false
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temp dir that the postfix user can enter (mktemp makes 0700).
+pub fn temp_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("bsm")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// The milter, in-process, on 127.0.0.1:0; stopped on drop.
+pub struct TestMilter {
+    pub addr: SocketAddr,
+    pub shared: SharedRuntime,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl TestMilter {
+    pub fn start(config_text: &str) -> Self {
+        let config = Config::parse(config_text, "test").expect("test config");
+        let rt = Runtime::load(config, Arc::new(Counters::default())).expect("test runtime");
+        let shared = SharedRuntime::new(rt);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let s2 = shared.clone();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(l.local_addr().unwrap()).unwrap();
+                let listener = indymilter::EitherListener::<_, tokio::net::UnixListener>::Tcp(
+                    backscatter_milter::net::FastTcpListener(l),
+                );
+                backscatter_milter::run(listener, s2, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Self {
+            addr: addr_rx.recv().unwrap(),
+            shared,
+            stop: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
+    }
+
+    pub fn socket(&self) -> String {
+        format!("inet:{}", self.addr)
+    }
+
+    /// Stops serving now (idempotent); the port closes.
+    pub fn stop_now(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestMilter {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// One message as smtp-sink dumped it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    /// The message as received (headers and body), without the sink's own lines.
+    pub content: String,
+}
+
+impl Delivered {
+    /// The values of a header (first line only), case-insensitive name.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        let head = self.content.split("\n\n").next().unwrap_or("");
+        head.lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .collect()
+    }
+}
+
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub smtp_port: u16,
+    sink_port: u16,
+    sink: Child,
+}
+
+impl Rig {
+    /// Starts Postfix with `smtpd_milters`/`non_smtpd_milters` = `milter` (may be
+    /// empty) and extra main.cf lines.
+    pub fn start(milter: &str, extra_main_cf: &[(&str, &str)]) -> Self {
+        let dir = temp_dir();
+        let d = dir.path();
+        for sub in ["etc", "queue", "data", "sink"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for sub in ["data", "sink"] {
+            Command::new("chown")
+                .args(["postfix", d.join(sub).to_str().unwrap()])
+                .status()
+                .unwrap();
+        }
+        let smtp_port = free_port();
+        let sink_port = free_port();
+        let mut main_cf = format!(
+            "compatibility_level = 3.6
+queue_directory = {q}
+data_directory = {data}
+myhostname = mx.example.org
+mydomain = example.org
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = static:ALL
+relayhost = [127.0.0.1]:{sink_port}
+smtp_dns_support_level = disabled
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtputf8_enable = no
+biff = no
+queue_run_delay = 2s
+minimal_backoff_time = 2s
+maximal_backoff_time = 4s
+milter_default_action = tempfail
+smtpd_milters = {milter}
+non_smtpd_milters = {milter}
+",
+            q = d.join("queue").display(),
+            data = d.join("data").display(),
+            d = d.display(),
+        );
+        for (k, v) in extra_main_cf {
+            main_cf.push_str(&format!("{k} = {v}\n"));
+        }
+        fs::write(d.join("etc/main.cf"), main_cf).unwrap();
+        fs::write(d.join("etc/master.cf"), master_cf(smtp_port)).unwrap();
+        let sink = Command::new("/usr/sbin/smtp-sink")
+            .args([
+                "-u",
+                "postfix",
+                "-d",
+                &format!("{}/sink/%M.", d.display()),
+                &format!("127.0.0.1:{sink_port}"),
+                "100",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("smtp-sink");
+        let st = Command::new("/usr/sbin/postfix")
+            .args(["-c", d.join("etc").to_str().unwrap(), "start"])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "postfix start: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let rig = Self {
+            dir,
+            smtp_port,
+            sink_port,
+            sink,
+        };
+        rig.wait_for_port(smtp_port);
+        rig.wait_for_port(sink_port);
+        rig
+    }
+
+    fn wait_for_port(&self, port: u16) {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "port {port} never opened; maillog:\n{}",
+                self.maillog()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    pub fn maillog(&self) -> String {
+        fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Runs swaks against this Postfix; returns (exit ok, transcript).
+    pub fn swaks(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", self.smtp_port)])
+            .args(["--helo", "client.example", "--timeout", "30"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), transcript(&out))
+    }
+
+    /// Submits a message with Postfix's sendmail command (non_smtpd_milters).
+    pub fn sendmail(&self, from: &str, to: &str, message: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("/usr/sbin/sendmail")
+            .args(["-C", self.config_dir().to_str().unwrap(), "-f", from, to])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(message.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// All messages the sink holds now.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.dir.path().join("sink")) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            let mut d = Delivered {
+                mail_from: String::new(),
+                rcpts: Vec::new(),
+                content: String::new(),
+            };
+            let mut lines = text.lines().peekable();
+            while let Some(l) = lines.peek() {
+                if let Some(v) = l.strip_prefix("X-Mail-Args: ") {
+                    d.mail_from = v.split(' ').next().unwrap_or("").to_string();
+                } else if let Some(v) = l.strip_prefix("X-Rcpt-Args: ") {
+                    d.rcpts.push(v.split(' ').next().unwrap_or("").to_string());
+                } else if !l.starts_with("X-Client-") && !l.starts_with("X-Helo-Args") {
+                    break;
+                }
+                lines.next();
+            }
+            // Skip the sink's own Received header (3 lines).
+            let rest: Vec<&str> = lines.collect();
+            let body = rest
+                .iter()
+                .skip_while(|l| l.starts_with("Received: from mx.example.org"))
+                .skip_while(|l| l.starts_with('\t'))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n");
+            d.content = body;
+            out.push(d);
+        }
+        out
+    }
+
+    /// Waits until Postfix logged `n` deliveries to the sink.
+    pub fn wait_delivered(&self, n: usize) -> Vec<Delivered> {
+        let t = Instant::now();
+        loop {
+            let sent = self.maillog().matches("status=sent").count();
+            if sent >= n {
+                thread::sleep(Duration::from_millis(100));
+                return self.delivered();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "only {sent} of {n} messages delivered; maillog:\n{}",
+                self.maillog()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Messages in Postfix's queue, as (queue_name, queue_id).
+    pub fn queued(&self) -> Vec<(String, String)> {
+        let out = Command::new("/usr/sbin/postqueue")
+            .args(["-c", self.config_dir().to_str().unwrap(), "-j"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some((
+                    v["queue_name"].as_str()?.to_string(),
+                    v["queue_id"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/postfix")
+            .args(["-c", self.config_dir().to_str().unwrap(), "stop"])
+            .output();
+        let _ = self.sink.kill();
+        let _ = self.sink.wait();
+        if std::env::var("BACKSCATTER_KEEP_RIG").is_ok() {
+            let p = self.dir.path().to_path_buf();
+            eprintln!("rig kept at {}", p.display());
+            std::mem::forget(std::mem::replace(&mut self.dir, temp_dir()));
+        }
+    }
+}
+
+pub fn transcript(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn master_cf(smtp_port: u16) -> String {
+    format!(
+        "127.0.0.1:{smtp_port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"
+    )
+}
