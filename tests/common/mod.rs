@@ -411,3 +411,30 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 "
     )
 }
+
+/// A test BATV key line (the secret is the ASCII "0123456789abcdef0123456789abcdef").
+pub const TEST_KEY: &str = "1 MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Writes a 0600 key file into `dir` and returns a config enabling BATV for
+/// example.org with it, plus `extra` TOML appended to the [batv] table.
+pub fn batv_config(dir: &Path, extra_batv: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = dir.join("batv.keys");
+    fs::write(&key_file, format!("{TEST_KEY}\n")).unwrap();
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[batv]\nsign_domains = [\"example.org\"]\nkey_file = \"{}\"\n{extra_batv}\n",
+        key_file.display()
+    )
+}
+
+pub fn test_keys() -> backscatter_milter::batv::Keys {
+    backscatter_milter::batv::Keys::parse(TEST_KEY).unwrap()
+}
+
+/// The same address with one hex digit of its tag changed.
+pub fn corrupt_tag(tagged: &str) -> String {
+    let mut b = tagged.as_bytes().to_vec();
+    b[12] = if b[12] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(b).unwrap()
+}
