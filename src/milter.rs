@@ -129,11 +129,16 @@ async fn connect(
     hostname: CString,
     socket: SocketInfo,
 ) -> Status {
-    let addr = match socket {
-        SocketInfo::Inet(a) => Some(a.ip()),
-        _ => macro_str(&cx.macros, c"{client_addr}").and_then(|a| a.parse().ok()),
+    // Postfix announces locally submitted mail (non_smtpd_milters) as a connection
+    // from 127.0.0.1 port 0; no TCP client has port 0.
+    let (addr, local) = match socket {
+        SocketInfo::Inet(a) => (Some(a.ip()), a.port() == 0 && a.ip().is_loopback()),
+        _ => (
+            macro_str(&cx.macros, c"{client_addr}").and_then(|a| a.parse().ok()),
+            false,
+        ),
     };
-    let mut session = Session::new(rt, &lossy(&hostname), addr);
+    let mut session = Session::new(rt, &lossy(&hostname), addr, local);
     session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
     cx.data = Some(session);
     Status::Continue

@@ -15,6 +15,7 @@ pub struct Session {
     rt: Arc<Runtime>,
     client_addr: Option<IpAddr>,
     client_name: String,
+    local_submission: bool,
     daemon_name: Option<String>,
     msg: Option<Message>,
     _guard: crate::ConnGuard,
@@ -86,12 +87,20 @@ pub fn unbracket(s: &str) -> &str {
 pub static PANIC_ON_HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 impl Session {
-    pub fn new(rt: Arc<Runtime>, client_name: &str, client_addr: Option<IpAddr>) -> Self {
+    /// `local_submission`: the MTA announced a local submission (Postfix's
+    /// non_smtpd_milters connect as localhost, 127.0.0.1, port 0).
+    pub fn new(
+        rt: Arc<Runtime>,
+        client_name: &str,
+        client_addr: Option<IpAddr>,
+        local_submission: bool,
+    ) -> Self {
         let guard = rt.counters.connection();
         Self {
             rt,
             client_addr,
             client_name: client_name.to_string(),
+            local_submission,
             daemon_name: None,
             msg: None,
             _guard: guard,
@@ -133,10 +142,6 @@ impl Session {
     /// MAIL FROM: starts a new message.
     pub fn mail(&mut self, args: &[String], auth_authen: Option<&str>) {
         let sender = args.first().map_or("", |a| unbracket(a)).to_string();
-        // Postfix's non_smtpd_milters (the sendmail command) connect as "localhost"
-        // from the loopback address, or from no address at all.
-        let local_submission =
-            self.client_name == "localhost" && self.client_addr.is_none_or(|ip| ip.is_loopback());
         self.msg = Some(Message {
             sender,
             esmtp_args: args.iter().skip(1).cloned().collect(),
@@ -144,7 +149,7 @@ impl Session {
                 authenticated: auth_authen.is_some_and(|a| !a.is_empty()),
                 client_addr: self.client_addr,
                 daemon_name: self.daemon_name.clone(),
-                local_submission,
+                local_submission: self.local_submission,
             },
             _guard: Some(self.rt.counters.message()),
             ..Default::default()
@@ -266,7 +271,10 @@ impl Session {
             value.push_str("; signed=yes");
         }
         plan.summary = format!(
-            "from=<{}> null_sender={} rcpts={} batv=[{}] signed={} removed_headers={} header_bytes={} body_bytes={}{}",
+            "client={}[{}] from=<{}> null_sender={} rcpts={} batv=[{}] signed={} removed_headers={} header_bytes={} body_bytes={}{}",
+            self.client_name,
+            self.client_addr
+                .map_or_else(|| "unknown".to_string(), |a| a.to_string()),
             msg.sender,
             null,
             msg.rcpts.len(),

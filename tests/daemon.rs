@@ -2,11 +2,9 @@
 
 mod common;
 
-use common::{Rig, postfix_available, temp_dir};
+use common::{Rig, Smtp, postfix_available, temp_dir};
 use std::{
     fs,
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
     process::{Child, Command, Stdio},
@@ -45,7 +43,11 @@ impl Daemon {
     fn wait_log(&self, needle: &str, count: usize) {
         let t = Instant::now();
         while self.log().matches(needle).count() < count {
-            assert!(t.elapsed() < Duration::from_secs(15), "no '{needle}' in log:\n{}", self.log());
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no '{needle}' in log:\n{}",
+                self.log()
+            );
             thread::sleep(Duration::from_millis(30));
         }
     }
@@ -59,46 +61,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A tiny SMTP client that can stop half-way through DATA.
-struct Smtp {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Smtp {
-    fn connect(port: u16) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut c = Self {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        c.reply();
-        c
-    }
-
-    fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).unwrap();
-            all.push_str(&l);
-            if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        self.reply()
-    }
-
-    fn send(&mut self, raw: &str) {
-        self.w.write_all(raw.as_bytes()).unwrap();
     }
 }
 
@@ -133,22 +95,33 @@ fn unix_socket_reload_and_graceful_shutdown() {
     let (ok, t) = rig.swaks(&["--from", "a@example.org", "--to", "one@remote.example"]);
     assert!(ok, "{t}");
     let got = rig.wait_delivered(1);
-    assert_eq!(got[0].header("X-Backscatter"), vec!["null-sender=no; rcpts=1"]);
+    assert_eq!(
+        got[0].header("X-Backscatter"),
+        vec!["null-sender=no; rcpts=1"]
+    );
 
     // SIGHUP: a new header name applies to new connections; a new socket needs a restart.
     write_cfg("X-Backscatter-Check", &dir.path().join("other.sock"));
     daemon.signal(libc::SIGHUP);
     daemon.wait_log("configuration reloaded", 1);
     assert!(
-        daemon.log().contains("milter.socket changed; restart needed"),
+        daemon
+            .log()
+            .contains("milter.socket changed; restart needed"),
         "{}",
         daemon.log()
     );
     let (ok, t) = rig.swaks(&["--from", "a@example.org", "--to", "two@remote.example"]);
     assert!(ok, "{t}");
     let got = rig.wait_delivered(2);
-    let second = got.iter().find(|m| m.rcpts == ["<two@remote.example>"]).unwrap();
-    assert_eq!(second.header("X-Backscatter-Check"), vec!["null-sender=no; rcpts=1"]);
+    let second = got
+        .iter()
+        .find(|m| m.rcpts == ["<two@remote.example>"])
+        .unwrap();
+    assert_eq!(
+        second.header("X-Backscatter-Check"),
+        vec!["null-sender=no; rcpts=1"]
+    );
 
     // A broken config on SIGHUP keeps the running one.
     fs::write(&cfg, "[milter]\nbogus = 1\n").unwrap();
@@ -159,7 +132,10 @@ fn unix_socket_reload_and_graceful_shutdown() {
     let mut smtp = Smtp::connect(rig.smtp_port);
     smtp.cmd("EHLO client.example");
     assert!(smtp.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
-    assert!(smtp.cmd("RCPT TO:<inflight@remote.example>").starts_with("250"));
+    assert!(
+        smtp.cmd("RCPT TO:<inflight@remote.example>")
+            .starts_with("250")
+    );
     assert!(smtp.cmd("DATA").starts_with("354"));
     smtp.send("Subject: in flight\r\n\r\nfirst half\r\n");
     thread::sleep(Duration::from_millis(300));
@@ -169,22 +145,42 @@ fn unix_socket_reload_and_graceful_shutdown() {
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_err());
     smtp.send("second half\r\n.\r\n");
     let reply = smtp.reply();
-    assert!(reply.starts_with("250"), "in-flight message: {reply}\n{}", daemon.log());
+    assert!(
+        reply.starts_with("250"),
+        "in-flight message: {reply}\n{}",
+        daemon.log()
+    );
     smtp.cmd("QUIT");
     let status = wait_exit(&mut daemon.child, Duration::from_secs(25));
     assert_eq!(status, Some(0), "{}", daemon.log());
     let got = rig.wait_delivered(3);
-    let inflight = got.iter().find(|m| m.rcpts == ["<inflight@remote.example>"]).unwrap();
-    assert_eq!(inflight.header("X-Backscatter-Check"), vec!["null-sender=no; rcpts=1"]);
+    let inflight = got
+        .iter()
+        .find(|m| m.rcpts == ["<inflight@remote.example>"])
+        .unwrap();
+    assert_eq!(
+        inflight.header("X-Backscatter-Check"),
+        vec!["null-sender=no; rcpts=1"]
+    );
     assert!(inflight.content.contains("second half"));
     // Every summary line starts with the Postfix queue id.
     let log = daemon.log();
-    let summaries: Vec<&str> = log.lines().filter(|l| l.contains("from=<")).map(|l| l.split(" INFO ").nth(1).unwrap_or(l)).collect();
+    let summaries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("from=<"))
+        .map(|l| l.split(" INFO ").nth(1).unwrap_or(l))
+        .collect();
     assert_eq!(summaries.len(), 3, "{}", daemon.log());
     for s in summaries {
         let qid = s.split(':').next().unwrap().trim();
-        assert!(qid.len() >= 8 && qid.chars().all(|c| c.is_ascii_hexdigit()), "{s}");
-        assert!(rig.maillog().contains(&format!("{qid}: ")), "{qid} not in maillog");
+        assert!(
+            qid.len() >= 8 && qid.chars().all(|c| c.is_ascii_hexdigit()),
+            "{s}"
+        );
+        assert!(
+            rig.maillog().contains(&format!("{qid}: ")),
+            "{qid} not in maillog"
+        );
     }
 }
 

@@ -8,6 +8,8 @@
 use backscatter_milter::{Counters, Runtime, SharedRuntime, config::Config};
 use std::{
     fs,
+    io::{BufRead, BufReader, Write},
+    net::TcpStream,
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -147,6 +149,8 @@ impl Delivered {
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub smtp_port: u16,
+    /// A second smtpd with `milter_macro_daemon_name=ORIGINATING`, as on submission.
+    pub submission_port: u16,
     sink_port: u16,
     sink: Child,
 }
@@ -167,6 +171,7 @@ impl Rig {
                 .unwrap();
         }
         let smtp_port = free_port();
+        let submission_port = free_port();
         let sink_port = free_port();
         let mut main_cf = format!(
             "compatibility_level = 3.6
@@ -203,7 +208,11 @@ non_smtpd_milters = {milter}
             main_cf.push_str(&format!("{k} = {v}\n"));
         }
         fs::write(d.join("etc/main.cf"), main_cf).unwrap();
-        fs::write(d.join("etc/master.cf"), master_cf(smtp_port)).unwrap();
+        fs::write(
+            d.join("etc/master.cf"),
+            master_cf(smtp_port, submission_port),
+        )
+        .unwrap();
         let sink = Command::new("/usr/sbin/smtp-sink")
             .args([
                 "-u",
@@ -228,10 +237,12 @@ non_smtpd_milters = {milter}
         let rig = Self {
             dir,
             smtp_port,
+            submission_port,
             sink_port,
             sink,
         };
         rig.wait_for_port(smtp_port);
+        rig.wait_for_port(submission_port);
         rig.wait_for_port(sink_port);
         rig
     }
@@ -258,8 +269,12 @@ non_smtpd_milters = {milter}
 
     /// Runs swaks against this Postfix; returns (exit ok, transcript).
     pub fn swaks(&self, args: &[&str]) -> (bool, String) {
+        self.swaks_port(self.smtp_port, args)
+    }
+
+    pub fn swaks_port(&self, port: u16, args: &[&str]) -> (bool, String) {
         let out = Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.smtp_port)])
+            .args(["--server", &format!("127.0.0.1:{port}")])
             .args(["--helo", "client.example", "--timeout", "30"])
             .args(args)
             .output()
@@ -385,9 +400,10 @@ pub fn transcript(out: &Output) -> String {
     )
 }
 
-fn master_cf(smtp_port: u16) -> String {
+fn master_cf(smtp_port: u16, submission_port: u16) -> String {
     format!(
         "127.0.0.1:{smtp_port} inet n - n - - smtpd
+127.0.0.1:{submission_port} inet n - n - - smtpd -o milter_macro_daemon_name=ORIGINATING
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -437,4 +453,44 @@ pub fn corrupt_tag(tagged: &str) -> String {
     let mut b = tagged.as_bytes().to_vec();
     b[12] = if b[12] == b'0' { b'1' } else { b'0' };
     String::from_utf8(b).unwrap()
+}
+
+/// A tiny SMTP client that can stop half-way through DATA.
+pub struct Smtp {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Smtp {
+    pub fn connect(port: u16) -> Self {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut c = Self {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        c.reply();
+        c
+    }
+
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).unwrap();
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.reply()
+    }
+
+    pub fn send(&mut self, raw: &str) {
+        self.w.write_all(raw.as_bytes()).unwrap();
+    }
 }
