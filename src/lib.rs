@@ -6,6 +6,7 @@
 
 pub mod batv;
 pub mod config;
+pub mod dsn;
 pub mod milter;
 pub mod net;
 pub mod outbound;

@@ -1,0 +1,574 @@
+//! Bounce anatomy: bytes in, a typed analysis out. No milter, no IO, no clock.
+//!
+//! `analyze` finds what kind of message this is (bounce, delay, delivery, auto-reply,
+//! challenge, feedback, read receipt, virus notice, or other), which recipients
+//! failed with which RFC 3463 status, who reported it, and the original message it
+//! returns. Every walk is bounded by [`Limits`].
+
+pub mod original;
+pub mod report;
+pub mod status;
+pub mod text;
+
+pub use original::{Original, Source};
+pub use status::Status;
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Bounce,
+    Delay,
+    Delivery,
+    Autoreply,
+    Challenge,
+    Feedback,
+    Mdn,
+    VirusNotice,
+    Other,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bounce => "bounce",
+            Self::Delay => "delay",
+            Self::Delivery => "delivery",
+            Self::Autoreply => "autoreply",
+            Self::Challenge => "challenge",
+            Self::Feedback => "feedback",
+            Self::Mdn => "mdn",
+            Self::VirusNotice => "virus_notice",
+            Self::Other => "other",
+        }
+    }
+
+    /// Bounces, delays, auto-replies and challenges: what backscatter is made of.
+    pub fn is_backscatter_kind(self) -> bool {
+        matches!(
+            self,
+            Self::Bounce | Self::Delay | Self::Autoreply | Self::Challenge | Self::VirusNotice
+        )
+    }
+}
+
+/// One recipient of a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    /// The final recipient.
+    pub address: String,
+    /// The original recipient, when the report gives a different one.
+    pub original: Option<String>,
+    /// RFC 3464 action: failed, delayed, delivered, relayed, expanded.
+    pub action: Option<String>,
+    pub status: Option<Status>,
+    pub remote_mta: Option<String>,
+    /// The diagnostic text (usually the remote SMTP reply).
+    pub diagnostic: Option<String>,
+}
+
+/// Caps that make a hostile message cost no more than a normal one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the message looked at; the rest is ignored.
+    pub max_bytes: usize,
+    /// MIME parts looked at.
+    pub max_parts: usize,
+    /// Header fields read from the original message.
+    pub max_headers: usize,
+    /// Recipients reported.
+    pub max_recipients: usize,
+    /// Characters of report text scanned for phrases, codes and addresses.
+    pub max_text: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+            max_parts: 100,
+            max_headers: 200,
+            max_recipients: 50,
+            max_text: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Analysis {
+    pub kind: Kind,
+    /// Short words saying why this kind was chosen.
+    pub evidence: Vec<&'static str>,
+    pub recipients: Vec<Recipient>,
+    pub reporting_mta: Option<String>,
+    pub original: Original,
+    /// A cap was reached: the analysis is of what was seen.
+    pub truncated: bool,
+}
+
+/// What the top-level headers say.
+#[derive(Default)]
+struct Top {
+    subject: String,
+    from_addr: String,
+    from_name: String,
+    null_sender: bool,
+    report_type: Option<String>,
+    auto_submitted: Option<String>,
+    precedence: Option<String>,
+    autoreply_header: bool,
+    challenge_header: bool,
+    in_reply_to: bool,
+}
+
+/// What the MIME walk collected.
+#[derive(Default)]
+struct Parts {
+    dsn: Option<String>,
+    feedback: bool,
+    mdn: bool,
+    text: String,
+    html: String,
+    original: Option<Original>,
+    parts_truncated: bool,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Drops an mbox `From ` line that precedes the headers in many archives.
+fn strip_mbox_line(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"From ") {
+        if let Some(n) = raw.iter().position(|&b| b == b'\n') {
+            return &raw[n + 1..];
+        }
+    }
+    raw
+}
+
+/// Normalises CR-only and CRLF line ends to LF (some archives store either).
+fn normalise_newlines(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&b'\r') {
+        return raw.into();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {}
+            b'\r' => out.push(b'\n'),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out.into()
+}
+
+fn strip_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn is_daemon_sender(addr: &str, name: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer-daemon"
+            | "mailerdaemon"
+            | "mail-daemon"
+            | "postmaster"
+            | "post_master"
+            | "poostmaster"
+            | "mail.delivery.system"
+            | "mdaemon"
+            | "daemon"
+            | "mail-delivery-system"
+            | "maildelivery"
+    ) || local.starts_with("mailer-daemon")
+        || local.starts_with("postmaster")
+        || name.contains("mail delivery")
+        || name.contains("mailer-daemon")
+        || name.contains("mailer daemon")
+        || name.contains("mail deliver")
+        || name.contains("postmaster")
+        || name.contains("mail system")
+        || name.contains("delivery subsystem")
+}
+
+/// Analyses one message. `envelope_sender` is the SMTP MAIL FROM when known
+/// (`Some("")` for the null sender).
+pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> Analysis {
+    let mut truncated = raw.len() > limits.max_bytes;
+    let raw = &raw[..raw.len().min(limits.max_bytes)];
+    let raw = normalise_newlines(strip_mbox_line(raw));
+    let parsed = MessageParser::default().parse(raw.as_ref());
+
+    let mut top = Top {
+        null_sender: envelope_sender.is_some_and(|s| s.trim_matches(['<', '>']).is_empty()),
+        ..Default::default()
+    };
+    let mut parts = Parts::default();
+    match &parsed {
+        Some(msg) if !msg.headers().is_empty() => {
+            read_top(msg, &mut top);
+            walk(msg, limits, &mut parts);
+        }
+        _ => {
+            // Headerless (a bare NDR body): the whole input is report text.
+            parts.text = lossy(&raw);
+        }
+    }
+    truncated |= parts.parts_truncated;
+    classify(top, parts, truncated, limits)
+}
+
+fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
+    top.subject = msg.subject().unwrap_or("").to_lowercase();
+    if let Some(a) = msg.from().and_then(|a| a.first()) {
+        top.from_addr = a.address().unwrap_or("").to_string();
+        top.from_name = a.name().unwrap_or("").to_string();
+    }
+    let raw = |n: &str| msg.header_raw(n).map(|v| v.trim().to_ascii_lowercase());
+    if let Some(rp) = raw("Return-Path") {
+        if rp.trim_matches(['<', '>', ' ']).is_empty() || rp.contains("mailer-daemon") {
+            top.null_sender = true;
+        }
+    }
+    if let Some(ct) = msg.root_part().content_type() {
+        if ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        {
+            top.report_type = ct.attribute("report-type").map(|r| r.to_ascii_lowercase());
+        }
+    }
+    top.auto_submitted = raw("Auto-Submitted");
+    top.precedence = raw("Precedence");
+    top.autoreply_header = raw("X-Autoreply").is_some_and(|v| v != "no")
+        || raw("X-Autorespond").is_some()
+        || raw("X-Autoresponse").is_some()
+        || raw("X-Auto-Reply").is_some()
+        || raw("X-Vacation").is_some()
+        || raw("X-Apple-Action").is_some_and(|v| v.contains("vacation"))
+        || top.precedence.as_deref() == Some("auto_reply")
+        || top
+            .auto_submitted
+            .as_deref()
+            .is_some_and(|a| a.starts_with("auto-replied"));
+    top.challenge_header = msg.headers().iter().any(|h| {
+        let n = h.name().to_ascii_lowercase();
+        n.starts_with("x-boxbe")
+            || n.starts_with("x-tmda")
+            || n.starts_with("x-spamarrest")
+            || n.starts_with("x-bluebottle")
+            || n == "x-challenge"
+    });
+    top.in_reply_to = msg.header_raw("In-Reply-To").is_some();
+}
+
+fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
+    if msg.parts.len() > limits.max_parts {
+        out.parts_truncated = true;
+    }
+    for part in msg.parts.iter().take(limits.max_parts) {
+        let (ctype, sub) = part
+            .content_type()
+            .map(|c| {
+                (
+                    c.ctype().to_ascii_lowercase(),
+                    c.subtype().unwrap_or("").to_ascii_lowercase(),
+                )
+            })
+            .unwrap_or_else(|| ("text".into(), "plain".into()));
+        match (ctype.as_str(), sub.as_str(), &part.body) {
+            (_, _, PartType::Multipart(_)) => {}
+            (_, _, PartType::Message(m)) => {
+                if out.original.is_none() {
+                    let (fields, ended) =
+                        original::header_fields(&lossy(m.raw_message()), limits.max_headers);
+                    if !fields.is_empty() {
+                        out.original = Some(Original::from_fields(Source::Rfc822, fields, !ended));
+                    }
+                }
+            }
+            ("message", "delivery-status" | "global-delivery-status", _) => {
+                out.dsn
+                    .get_or_insert_with(String::new)
+                    .push_str(&lossy(part.contents()));
+            }
+            ("message", "feedback-report", _) => out.feedback = true,
+            ("message", "disposition-notification", _) => out.mdn = true,
+            ("text", "rfc822-headers", _) | ("message", "rfc822-headers", _) => {
+                if out.original.is_none() {
+                    let (fields, _) =
+                        original::header_fields(&lossy(part.contents()), limits.max_headers);
+                    if Original::is_plausible(&fields) {
+                        out.original =
+                            Some(Original::from_fields(Source::Rfc822Headers, fields, true));
+                    }
+                }
+            }
+            ("message", "rfc822" | "global", _) => {
+                // A message part mail-parser could not parse: read what headers it has.
+                if out.original.is_none() {
+                    let (fields, ended) =
+                        original::header_fields(&lossy(part.contents()), limits.max_headers);
+                    if Original::is_plausible(&fields) {
+                        out.original = Some(Original::from_fields(Source::Rfc822, fields, !ended));
+                    }
+                }
+            }
+            ("text", "html", _) => {
+                if out.html.len() < limits.max_text {
+                    if let Some(t) = part.text_contents() {
+                        out.html.push_str(&strip_html(t));
+                        out.html.push('\n');
+                    }
+                }
+            }
+            ("text", _, _) => {
+                if out.text.len() < limits.max_text {
+                    if let Some(t) = part.text_contents() {
+                        out.text.push_str(t);
+                        out.text.push('\n');
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Analysis {
+    let mut evidence: Vec<&'static str> = Vec::new();
+    if parts.text.trim().is_empty() {
+        parts.text = std::mem::take(&mut parts.html);
+    }
+    // The report's own text: cut where a quoted original starts.
+    let mut text = cut(&parts.text, limits.max_text).to_string();
+    if parts.original.is_none() {
+        if let Some((start, o)) = original::inline(&text, limits.max_headers) {
+            parts.original = Some(o);
+            text.truncate(start);
+        }
+    }
+    let lower = text.to_lowercase();
+    let p = text::phrases(&top.subject, &lower);
+    let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
+
+    // 1. Structured reports.
+    let report = parts
+        .dsn
+        .as_deref()
+        .map(|d| report::parse(d, limits.max_recipients));
+    let mut kind = if top.report_type.as_deref() == Some("feedback-report") || parts.feedback {
+        evidence.push("arf");
+        Kind::Feedback
+    } else if top.report_type.as_deref() == Some("disposition-notification") || parts.mdn {
+        evidence.push("mdn");
+        Kind::Mdn
+    } else if let Some(r) = report.as_ref().filter(|r| !r.recipients.is_empty()) {
+        evidence.push("rfc3464");
+        let has = |a: &str| {
+            r.recipients
+                .iter()
+                .any(|x| x.action.as_deref().is_some_and(|v| v.starts_with(a)))
+        };
+        let permanent = r
+            .recipients
+            .iter()
+            .any(|x| x.status.is_some_and(|s| s.is_permanent()));
+        if has("failed") || permanent && !has("delivered") && !has("relayed") {
+            Kind::Bounce
+        } else if has("delayed")
+            || r.recipients
+                .iter()
+                .any(|x| x.status.is_some_and(|s| s.is_temporary()))
+        {
+            Kind::Delay
+        } else if has("delivered") || has("relayed") || has("expanded") {
+            Kind::Delivery
+        } else {
+            Kind::Bounce
+        }
+    } else {
+        Kind::Other
+    };
+
+    // 2. Prose reports and other automatic replies.
+    if kind == Kind::Other {
+        let ses = lower.contains("\"notificationtype\"");
+        let bounce_like = top.report_type.as_deref() == Some("delivery-status")
+            || (ses && lower.contains("\"bounce\""))
+            || ((daemon || top.null_sender) && (p.ndr_subject || p.ndr_body > 0))
+            || (p.ndr_subject && p.ndr_body > 0)
+            || (p.ndr_body >= 3 && parts.original.is_some());
+        if p.virus && (daemon || top.null_sender || p.ndr_subject) {
+            evidence.push("virus");
+            kind = Kind::VirusNotice;
+        } else if top.challenge_header
+            || (p.challenge
+                && (top.null_sender
+                    || top.auto_submitted.is_some()
+                    || top.in_reply_to
+                    || p.autoreply_subject)
+                && !bounce_like)
+        {
+            evidence.push("challenge");
+            kind = Kind::Challenge;
+        } else if bounce_like {
+            if daemon {
+                evidence.push("daemon-sender");
+            }
+            if top.null_sender {
+                evidence.push("null-sender");
+            }
+            if p.ndr_subject {
+                evidence.push("ndr-subject");
+            }
+            if p.ndr_body > 0 {
+                evidence.push("ndr-text");
+            }
+            let permanent_code = text::status_in(&lower).is_some_and(|s| s.is_permanent())
+                || lower.contains("permanent")
+                || text::smtp_code_in(&lower).is_some_and(|c| c >= 500);
+            kind = if p.delivered && !permanent_code && p.ndr_body <= 2 {
+                Kind::Delivery
+            } else if p.delay && !permanent_code {
+                Kind::Delay
+            } else {
+                Kind::Bounce
+            };
+        } else if top.autoreply_header
+            || p.autoreply_subject
+                && (p.autoreply_body
+                    || top.in_reply_to
+                    || top.auto_submitted.is_some()
+                    || top.null_sender)
+            || top
+                .auto_submitted
+                .as_deref()
+                .is_some_and(|a| a.starts_with("auto-generated"))
+                && p.autoreply_body
+                && p.autoreply_subject
+        {
+            evidence.push("autoreply");
+            kind = Kind::Autoreply;
+        } else if p.autoreply_subject
+            && [
+                "automatic reply",
+                "auto reply",
+                "autoreply",
+                "auto-reply",
+                "out of office",
+                "autorespons",
+                "automatiska atbilde",
+                "atvaļinājums",
+                "away until",
+            ]
+            .iter()
+            .any(|s| top.subject.contains(s))
+        {
+            evidence.push("autoreply-subject");
+            kind = Kind::Autoreply;
+        }
+    }
+
+    // 3. Recipients, statuses, the reporting MTA.
+    let mut recipients = report
+        .as_ref()
+        .map(|r| r.recipients.clone())
+        .unwrap_or_default();
+    let mut reporting_mta = report
+        .and_then(|r| r.reporting_mta)
+        .or_else(|| text::reporting_mta_in(&text));
+    let is_report = matches!(
+        kind,
+        Kind::Bounce | Kind::Delay | Kind::Delivery | Kind::VirusNotice
+    );
+    if is_report {
+        let mut exclude: Vec<String> = vec![top.from_addr.clone()];
+        if let Some(o) = &parts.original {
+            exclude.extend(o.from.iter().cloned());
+            exclude.extend(o.return_path.iter().cloned());
+        }
+        if recipients.is_empty() {
+            for address in text::recipients_in(&text, &exclude, limits.max_recipients) {
+                recipients.push(Recipient {
+                    diagnostic: text::diagnostic_for(&text, &address),
+                    address,
+                    action: Some(match kind {
+                        Kind::Delay => "delayed".into(),
+                        Kind::Delivery => "delivered".into(),
+                        _ => "failed".into(),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        let temporary = kind == Kind::Delay;
+        let whole_status = text::status_in(&text);
+        for r in &mut recipients {
+            if r.status.is_none() {
+                let diag = r.diagnostic.clone().unwrap_or_default();
+                r.status = text::status_in(&diag)
+                    .or(whole_status)
+                    .or_else(|| text::infer_status(&diag.to_lowercase(), temporary))
+                    .or_else(|| text::infer_status(&lower, temporary))
+                    .or(match kind {
+                        Kind::Bounce => Some(Status::new(5, 0, 0)),
+                        Kind::Delay => Some(Status::new(4, 0, 0)),
+                        _ => None,
+                    });
+            }
+            if r.remote_mta.is_none() {
+                r.remote_mta = r.diagnostic.as_deref().and_then(text::remote_mta_in);
+            }
+        }
+        if reporting_mta.is_none() && daemon {
+            reporting_mta = top.from_addr.split_once('@').map(|(_, d)| d.to_string());
+        }
+    } else {
+        recipients.clear();
+    }
+    let original = parts.original.unwrap_or_default();
+    Analysis {
+        kind,
+        evidence,
+        recipients,
+        reporting_mta,
+        original,
+        truncated,
+    }
+}
