@@ -33,7 +33,31 @@ struct RawConfig {
     milter: RawMilter,
     log: RawLog,
     limits: RawLimits,
+    analysis: RawAnalysis,
     batv: RawBatv,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAnalysis {
+    max_bytes: usize,
+    max_parts: usize,
+    max_headers: usize,
+    max_recipients: usize,
+    max_text: usize,
+}
+
+impl Default for RawAnalysis {
+    fn default() -> Self {
+        let d = crate::dsn::Limits::default();
+        Self {
+            max_bytes: d.max_bytes,
+            max_parts: d.max_parts,
+            max_headers: d.max_headers,
+            max_recipients: d.max_recipients,
+            max_text: d.max_text,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +294,7 @@ pub struct Config {
     pub milter: MilterConfig,
     pub log: LogConfig,
     pub limits: Limits,
+    pub analysis: crate::dsn::Limits,
     pub batv: BatvConfig,
 }
 
@@ -341,6 +366,18 @@ impl Config {
         if l.max_headers == 0 {
             return Err(v.err("limits", "max_headers", "must be at least 1"));
         }
+        let a = raw.analysis;
+        for (key, value, min) in [
+            ("max_bytes", a.max_bytes, 1024),
+            ("max_parts", a.max_parts, 1),
+            ("max_headers", a.max_headers, 10),
+            ("max_recipients", a.max_recipients, 1),
+            ("max_text", a.max_text, 1024),
+        ] {
+            if value < min {
+                return Err(v.err("analysis", key, format!("must be at least {min}")));
+            }
+        }
         let b = raw.batv;
         if !(1..=365).contains(&b.lifetime_days) {
             return Err(v.err("batv", "lifetime_days", "must be between 1 and 365"));
@@ -392,6 +429,13 @@ impl Config {
                 max_header_bytes: l.max_header_bytes,
                 max_headers: l.max_headers,
                 max_body_bytes: l.max_body_bytes,
+            },
+            analysis: crate::dsn::Limits {
+                max_bytes: a.max_bytes,
+                max_parts: a.max_parts,
+                max_headers: a.max_headers,
+                max_recipients: a.max_recipients,
+                max_text: a.max_text,
             },
             batv: BatvConfig {
                 key_file: b.key_file.into(),

@@ -44,6 +44,18 @@ enum Command {
         date: Option<String>,
         address: String,
     },
+    /// Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-`
+    /// for standard input.
+    Classify {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// The envelope sender, when known ('' or '<>' for the null sender).
+        #[arg(long)]
+        mail_from: Option<String>,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
     /// Print a new key line for the key file.
     Keygen {
         /// The key id, 0-9.
@@ -62,6 +74,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(format!("keygen: {e}")),
         },
+        Some(Command::Classify {
+            json,
+            mail_from,
+            files,
+        }) => classify(&cli.config, json, mail_from.as_deref(), &files),
         Some(Command::Sign { date, address }) => tool(&cli.config, date, |rt, day| {
             let keys = rt
                 .keys
@@ -90,6 +107,46 @@ fn main() -> ExitCode {
             serve(cli.config, rt)
         }
     }
+}
+
+fn classify(
+    config: &std::path::Path,
+    json: bool,
+    mail_from: Option<&str>,
+    files: &[String],
+) -> ExitCode {
+    // The config is optional here: its analysis limits apply when it exists.
+    let limits = match Config::load(config) {
+        Ok(c) => c.analysis,
+        Err(_) if !config.exists() => Default::default(),
+        Err(e) => return fail(e),
+    };
+    let mut status = ExitCode::SUCCESS;
+    for file in files {
+        let raw = if file == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+        } else {
+            std::fs::read(file)
+        };
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("backscatter-milter: {file}: {e}");
+                status = ExitCode::FAILURE;
+                continue;
+            }
+        };
+        let a = backscatter_milter::dsn::analyze(&raw, mail_from, &limits);
+        if json {
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            v["file"] = serde_json::Value::String(file.clone());
+            println!("{v}");
+        } else {
+            print!("{}", backscatter_milter::dsn::describe(file, &a));
+        }
+    }
+    status
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

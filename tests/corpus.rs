@@ -58,6 +58,7 @@ fn corpus_evaluation() {
     let mut table: BTreeMap<(String, String), Row> = BTreeMap::new();
     let mut kinds: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
     let mut ham_fp = Vec::new();
+    let mut pseudo = 0usize;
     for line in lines {
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() <= c_msgid {
@@ -97,20 +98,31 @@ fn corpus_evaluation() {
         if !matches!(label, "bounce" | "delay" | "body_only_bounce") {
             continue;
         }
-        let exp_status = f[c_status].trim();
-        if !exp_status.is_empty() {
+        // exp_status may list one code per recipient. sisimai writes 5.0.9xx pseudo
+        // codes for reasons it infers; those are not RFC 3463 codes and are not
+        // compared (counted as "pseudo").
+        let exp_codes: Vec<&str> = f[c_status]
+            .split(',')
+            .map(str::trim)
+            .filter(|c| {
+                c.parse::<dsn::Status>()
+                    .is_ok_and(|s| !(s.subject == 0 && s.detail >= 900))
+            })
+            .collect();
+        let exp_status = exp_codes.join(",");
+        if !f[c_status].trim().is_empty() && exp_codes.is_empty() {
+            pseudo += 1;
+        }
+        if !exp_codes.is_empty() {
             row.status_n += 1;
-            if a.recipients
+            let got: Vec<String> = a
+                .recipients
                 .iter()
-                .any(|r| r.status.is_some_and(|s| s.to_string() == exp_status))
-            {
+                .filter_map(|r| r.status.map(|s| s.to_string()))
+                .collect();
+            if exp_codes.iter().all(|c| got.iter().any(|g| g == c)) {
                 row.status_ok += 1;
             } else if verbose {
-                let got: Vec<String> = a
-                    .recipients
-                    .iter()
-                    .map(|r| r.status.map(|s| s.to_string()).unwrap_or_default())
-                    .collect();
                 eprintln!("STATUS want {exp_status} got {got:?} {file}");
             }
         }
@@ -229,7 +241,7 @@ fn corpus_evaluation() {
         100.0 * pct(auto.0, auto.1)
     );
     println!(
-        "status agreement         {:6.2}%  (target >= 95%) {}/{}",
+        "status agreement         {:6.2}%  (target >= 95%) {}/{} (+{pseudo} files with only sisimai pseudo codes 5.0.9xx, not compared)",
         100.0 * pct(status.0, status.1),
         status.0,
         status.1

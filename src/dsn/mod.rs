@@ -139,8 +139,14 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Drops an mbox `From ` line that precedes the headers in many archives.
+/// Drops leading blank lines (some Exchange servers start with junk) and an mbox
+/// `From ` line that precedes the headers in many archives.
 fn strip_mbox_line(raw: &[u8]) -> &[u8] {
+    let start = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(raw.len());
+    let raw = &raw[start..];
     if raw.starts_with(b"From ") {
         if let Some(n) = raw.iter().position(|&b| b == b'\n') {
             return &raw[n + 1..];
@@ -219,7 +225,10 @@ fn is_daemon_sender(addr: &str, name: &str) -> bool {
 pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> Analysis {
     let mut truncated = raw.len() > limits.max_bytes;
     let raw = &raw[..raw.len().min(limits.max_bytes)];
-    let raw = normalise_newlines(strip_mbox_line(raw));
+    let mut raw = normalise_newlines(strip_mbox_line(raw));
+    if let Some(fixed) = repair_boundary(&raw) {
+        raw = fixed.into();
+    }
     let parsed = MessageParser::default().parse(raw.as_ref());
 
     let mut top = Top {
@@ -231,6 +240,11 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
         Some(msg) if !msg.headers().is_empty() => {
             read_top(msg, &mut top);
             walk(msg, limits, &mut parts);
+            if parts.text.trim().is_empty() && parts.html.trim().is_empty() {
+                // Broken MIME (a boundary lost to a bad fold): read the raw body.
+                let body = msg.root_part().raw_body_offset() as usize;
+                parts.text = lossy(raw.get(body..).unwrap_or_default());
+            }
         }
         _ => {
             // Headerless (a bare NDR body): the whole input is report text.
@@ -239,6 +253,36 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
     }
     truncated |= parts.parts_truncated;
     classify(top, parts, truncated, limits)
+}
+
+/// A multipart message whose declared boundary never occurs in the body (mangled
+/// by a relay or an anonymiser) gets the boundary its body really uses.
+fn repair_boundary(raw: &[u8]) -> Option<Vec<u8>> {
+    let head_end = raw.windows(2).position(|w| w == b"\n\n")?;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let lower = head.to_ascii_lowercase();
+    let i = lower.find("boundary=")? + "boundary=".len();
+    let rest = &head[i..];
+    let declared = if let Some(q) = rest.strip_prefix('"') {
+        &q[..q.find('"')?]
+    } else {
+        rest.split([';', ' ', '\n', '\t']).next()?
+    };
+    let body = &raw[head_end..];
+    let marker = format!("\n--{declared}");
+    if declared.is_empty() || body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+        return None;
+    }
+    let body_text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
+    let real = body_text.lines().find_map(|l| {
+        let b = l.strip_prefix("--")?.trim_end();
+        (!b.is_empty() && b.len() <= 70 && !b.contains(' ') && !b.ends_with("--")).then_some(b)
+    })?;
+    let mut out = raw[..head_end].to_vec();
+    let pos = String::from_utf8_lossy(&out).find(declared)?;
+    out.splice(pos..pos + declared.len(), real.bytes());
+    out.extend_from_slice(body);
+    Some(out)
 }
 
 fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
@@ -384,6 +428,14 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
     }
     let lower = text.to_lowercase();
+    if parts.dsn.is_none() {
+        // RFC 3464 fields pasted into the text (some Sendmail and Notes versions).
+        if let Some(i) = lower.find("\nfinal-recipient:") {
+            let start = lower[..i].rfind("\nreporting-mta:").unwrap_or(i);
+            // `lower` and `text` differ in length only for rare characters.
+            parts.dsn = text.get(start..).map(str::to_string);
+        }
+    }
     let p = text::phrases(&top.subject, &lower);
     let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
 
@@ -571,4 +623,48 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         original,
         truncated,
     }
+}
+
+/// A human-readable summary of an analysis, for `classify` without `--json`.
+pub fn describe(file: &str, a: &Analysis) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{file}: {} ({})", a.kind.as_str(), a.evidence.join(", "));
+    if let Some(m) = &a.reporting_mta {
+        let _ = writeln!(s, "  reporting MTA: {m}");
+    }
+    for r in &a.recipients {
+        let status = r
+            .status
+            .map_or_else(|| "-".to_string(), |st| st.to_string());
+        let meaning = r.status.and_then(|st| st.meaning()).unwrap_or("");
+        let _ = writeln!(
+            s,
+            "  recipient: {} action={} status={status} {meaning}",
+            r.address,
+            r.action.as_deref().unwrap_or("-")
+        );
+        if let Some(d) = &r.diagnostic {
+            let _ = writeln!(s, "    diagnostic: {d}");
+        }
+    }
+    let o = &a.original;
+    let _ = writeln!(s, "  original: {:?}", o.source);
+    for (k, v) in [
+        ("message-id", &o.message_id),
+        ("from", &o.from),
+        ("return-path", &o.return_path),
+        ("subject", &o.subject),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "    {k}: {v}");
+        }
+    }
+    if !o.received.is_empty() {
+        let _ = writeln!(s, "    received: {} hop(s)", o.received.len());
+    }
+    if a.truncated {
+        let _ = writeln!(s, "  (truncated: a limit was reached)");
+    }
+    s
 }

@@ -193,7 +193,7 @@ fn unquote(block: &str) -> String {
 }
 
 /// Headers quoted in the text: after a marker, else the first header-like block.
-/// Returns where the quoted original starts (a byte offset) and what it says.
+/// Returns where the quoted headers start (a byte offset) and what they say.
 pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
     let lower = text.to_lowercase();
     let mut candidates: Vec<usize> = Vec::new();
@@ -210,8 +210,8 @@ pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
         let after = text[start..]
             .find('\n')
             .map_or(text.len(), |n| start + n + 1);
-        if let Some((_, found)) = scan(text, after, max_headers, 40) {
-            return Some((start, found));
+        if let Some(found) = scan(text, after, max_headers, 40) {
+            return Some(found);
         }
     }
     scan(text, 0, max_headers, usize::MAX)
@@ -269,7 +269,7 @@ mod tests {
             Return-path: <alice@ours.example>\nReceived: from a by b\n\tid 1\n\
             Message-Id: <abc@ours.example>\nFrom: Alice <alice@ours.example>\nSubject: hi\n\nbody\n";
         let (start, o) = inline(text, 100).unwrap();
-        assert!(text[start..].starts_with("This is a copy"));
+        assert!(text[start..].starts_with("Return-path:"));
         assert_eq!(o.message_id.as_deref(), Some("abc@ours.example"));
         assert_eq!(o.from.as_deref(), Some("alice@ours.example"));
         assert_eq!(o.return_path.as_deref(), Some("alice@ours.example"));
