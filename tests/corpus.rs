@@ -127,7 +127,7 @@ fn corpus_evaluation() {
             }
         }
         let exp_rcpts: Vec<String> = f[c_rcpts]
-            .split(';')
+            .split([';', ','])
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();

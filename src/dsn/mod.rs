@@ -121,6 +121,10 @@ struct Top {
     autoreply_header: bool,
     challenge_header: bool,
     in_reply_to: bool,
+    /// The bounce's own To: the original sender, never a failed recipient.
+    to_addrs: Vec<String>,
+    /// X-Failed-Recipients (Exim, Gmail).
+    failed_recipients: Vec<String>,
 }
 
 /// What the MIME walk collected.
@@ -328,6 +332,19 @@ fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
             || n == "x-challenge"
     });
     top.in_reply_to = msg.header_raw("In-Reply-To").is_some();
+    if let Some(to) = msg.to() {
+        top.to_addrs = to
+            .iter()
+            .filter_map(|a| a.address().map(str::to_string))
+            .collect();
+    }
+    top.failed_recipients = msg
+        .header_values("X-Failed-Recipients")
+        .filter_map(|v| v.as_text())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().trim_matches(['<', '>']).to_string())
+        .filter(|a| a.contains('@'))
+        .collect();
 }
 
 fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
@@ -571,12 +588,20 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     );
     if is_report {
         let mut exclude: Vec<String> = vec![top.from_addr.clone()];
+        exclude.extend(top.to_addrs.iter().cloned());
         if let Some(o) = &parts.original {
             exclude.extend(o.from.iter().cloned());
             exclude.extend(o.return_path.iter().cloned());
         }
         if recipients.is_empty() {
-            for address in text::recipients_in(&text, &exclude, limits.max_recipients) {
+            let found = if top.failed_recipients.is_empty() {
+                text::recipients_in(&text, &exclude, limits.max_recipients)
+            } else {
+                let mut f = top.failed_recipients.clone();
+                f.truncate(limits.max_recipients);
+                f
+            };
+            for address in found {
                 recipients.push(Recipient {
                     diagnostic: text::diagnostic_for(&text, &address),
                     address,
