@@ -486,7 +486,13 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                 .any(|x| x.status.is_some_and(|s| s.is_temporary()))
         {
             Kind::Delay
-        } else if has("delivered") || has("relayed") || has("expanded") {
+        } else if has("deliver")
+            || has("relayed")
+            || has("expanded")
+            || r.recipients
+                .iter()
+                .all(|x| x.status.is_some_and(|s| s.class == 2))
+        {
             Kind::Delivery
         } else {
             Kind::Bounce
@@ -495,24 +501,36 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         Kind::Other
     };
 
+    // Amazon SES notifications (JSON).
+    let ses = if kind == Kind::Other {
+        text::ses_notification(&text)
+    } else {
+        None
+    };
+    if let Some(n) = &ses {
+        evidence.push("amazon-ses");
+        kind = match n.kind.as_str() {
+            "Bounce" => Kind::Bounce,
+            "Delivery" => Kind::Delivery,
+            "Complaint" => Kind::Feedback,
+            _ => Kind::Other,
+        };
+    }
+
     // 2. Prose reports and other automatic replies.
     if kind == Kind::Other {
-        let ses = lower.contains("\"notificationtype\"");
         let bounce_like = top.report_type.as_deref() == Some("delivery-status")
-            || (ses && lower.contains("\"bounce\""))
             || ((daemon || top.null_sender) && (p.ndr_subject || p.ndr_body > 0))
             || (p.ndr_subject && p.ndr_body > 0)
-            || (p.ndr_body >= 3 && parts.original.is_some());
+            || (p.ndr_body >= 2 && parts.original.is_some());
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;
         } else if top.challenge_header
-            || (p.challenge
-                && (top.null_sender
-                    || top.auto_submitted.is_some()
-                    || top.in_reply_to
-                    || p.autoreply_subject)
-                && !bounce_like)
+            || !bounce_like
+                && (p.challenge >= 2
+                    || p.challenge >= 1
+                        && (top.null_sender || top.auto_submitted.is_some() || p.autoreply_subject))
         {
             evidence.push("challenge");
             kind = Kind::Challenge;

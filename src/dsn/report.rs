@@ -49,8 +49,12 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
         if let Some(mta) = get("reporting-mta") {
             report.reporting_mta.get_or_insert_with(|| typed_value(mta));
         }
-        let final_rcpt = get("final-recipient").map(typed_value);
-        let original = get("original-recipient").map(typed_value);
+        let final_rcpt = get("final-recipient")
+            .map(typed_value)
+            .filter(|a| !a.is_empty());
+        let original = get("original-recipient")
+            .map(typed_value)
+            .filter(|a| !a.is_empty());
         let Some(address) = final_rcpt.clone().or_else(|| original.clone()) else {
             continue;
         };

@@ -27,6 +27,10 @@ const NDR_BODY: &[&str] = &[
     "delivery has failed to these recipients",
     "diagnostic information for administrators",
     "the following recipient(s) cannot be reached",
+    "did not reach the following recipient",
+    "had delivery errors",
+    "you are not a member of this mailing list",
+    "以下のメールアドレスへの送信に失敗しました",
     "the following recipient(s) could not be reached",
     "could not be delivered to the following",
     "your message did not reach some or all of the intended recipients",
@@ -165,6 +169,7 @@ const NDR_SUBJECT: &[&str] = &[
     "blocked by our",
     "unsolicited bulk email",
     "loop alert",
+    "are not member",
     "delivery problem",
     "недоставленное",
     "не доставлено",
@@ -251,7 +256,9 @@ const CHALLENGE: &[&str] = &[
     "awaiting your confirmation",
     "added to my approved senders",
     "approved senders list",
-    "whitelist",
+    "click the link below to confirm",
+    "confirm your message",
+    "verify your email address to deliver",
 ];
 
 const VIRUS: &[&str] = &[
@@ -282,7 +289,8 @@ pub struct Phrases {
     pub delivered: bool,
     pub autoreply_subject: bool,
     pub autoreply_body: bool,
-    pub challenge: bool,
+    /// How many challenge-response phrases occur.
+    pub challenge: usize,
     pub virus: bool,
 }
 
@@ -309,7 +317,7 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
             ),
         autoreply_subject: !replying && any(subject, AUTOREPLY_SUBJECT),
         autoreply_body: any(body, AUTOREPLY_BODY),
-        challenge: any(subject, CHALLENGE) || any(body, CHALLENGE),
+        challenge: count(subject, CHALLENGE) + count(body, CHALLENGE),
         virus: any(subject, VIRUS) || any(subject, &["virus"]) && any(body, VIRUS),
     }
 }
@@ -507,7 +515,7 @@ static STRONG_LINE: LazyLock<Regex> = LazyLock::new(|| {
       | (?:delivered|deliver|delivery)\s+to\s               # could not be delivered to user@dom
       | (?:message|mail)\s+(?:to|for)\s+<?[^\s@]+@          # your message to user@dom
       | (?:failed|rejected|unknown|invalid)[^@\n]{0,40}<?[^\s@<]+@   # ... user@dom
-      | ^\s*to:\s                                           # To: user@dom (in a failure summary)
+      | ^\s*[^\s@]+@[^\s@]+\s+(?:on\s|\[)                    # user@dom on <date> (Exchange), user@dom [reason]
       | ^\s*address(?:es)?:?\s
       | ^\s*user\s
     "#)
@@ -663,4 +671,50 @@ mod tests {
             vec!["you@there.example"]
         );
     }
+}
+
+static SES_TYPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""notificationType"\s*:\s*"(\w+)""#).unwrap());
+static SES_RCPT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"\{[^{}]*"emailAddress"\s*:\s*"([^"]+)"[^{}]*\}"#).unwrap());
+static SES_STATUS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""status"\s*:\s*"([^"]+)""#).unwrap());
+static SES_DIAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""diagnosticCode"\s*:\s*"([^"]+)""#).unwrap());
+static SES_DELIVERED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""recipients"\s*:\s*\[([^\]]*)\]"#).unwrap());
+
+/// An Amazon SES notification (JSON, often inside an SNS envelope).
+pub struct SesNotice {
+    /// Bounce, Delivery or Complaint.
+    pub kind: String,
+    pub recipients: Vec<(String, Option<Status>, Option<String>)>,
+}
+
+pub fn ses_notification(text: &str) -> Option<SesNotice> {
+    if !text.contains("notificationType") {
+        return None;
+    }
+    let t = text.replace("\\\"", "\"").replace("\n ", "");
+    let kind = SES_TYPE.captures(&t)?[1].to_string();
+    let mut recipients = Vec::new();
+    for c in SES_RCPT.captures_iter(&t) {
+        let obj = c.get(0).map_or("", |m| m.as_str());
+        let status = SES_STATUS
+            .captures(obj)
+            .and_then(|s| s[1].parse::<Status>().ok());
+        let diag = SES_DIAG.captures(obj).map(|d| d[1].to_string());
+        recipients.push((c[1].to_string(), status, diag));
+    }
+    if recipients.is_empty() && kind == "Delivery" {
+        if let Some(list) = SES_DELIVERED.captures(&t) {
+            for a in list[1].split(',') {
+                let a = a.trim().trim_matches('"');
+                if a.contains('@') {
+                    recipients.push((a.to_string(), Some(Status::new(2, 0, 0)), None));
+                }
+            }
+        }
+    }
+    Some(SesNotice { kind, recipients })
 }
