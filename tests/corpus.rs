@@ -9,14 +9,20 @@ use backscatter_milter::dsn::{self, Kind, Limits, Source};
 use std::collections::BTreeMap;
 
 /// The ratchet: raise these when the code gets better, never lower them.
-const MIN_BOUNCE_RECALL: f64 = 0.0;
-const MIN_DELAY_RECALL: f64 = 0.0;
-const MAX_HAM_FALSE_POSITIVES: usize = 1000;
-const MIN_AUTOREPLY_RECALL: f64 = 0.0;
-const MIN_STATUS_AGREEMENT: f64 = 0.0;
-const MIN_RECIPIENT_AGREEMENT: f64 = 0.0;
-const MIN_ORIGINAL_FOUND: f64 = 0.0;
-const MIN_ORIGINAL_MSGID_AGREEMENT: f64 = 0.0;
+/// Of the files labelled bounce, 10 are "still trying" warnings (Exim "Warning:
+/// message delayed 24 hours", Gmail/OpenSMTPD "Delivery Status Notification
+/// (Delay)", DSNs with Action: delayed); we call them delay, which they are. This
+/// ratchets the strict figure; the bounce-or-delay figure below is 100%.
+const MIN_BOUNCE_RECALL: f64 = 0.988;
+const MIN_BOUNCE_FAMILY_RECALL: f64 = 0.998;
+const MIN_DELAY_RECALL: f64 = 1.0;
+const MAX_HAM_FALSE_POSITIVES: usize = 0;
+const MIN_AUTOREPLY_RECALL: f64 = 1.0;
+const MIN_STATUS_AGREEMENT: f64 = 0.929;
+const MIN_RECIPIENT_AGREEMENT: f64 = 0.956;
+const MIN_ORIGINAL_FOUND: f64 = 0.971;
+const MIN_ORIGINAL_MSGID_AGREEMENT: f64 = 0.950;
+const MIN_BODY_ONLY_RECALL: f64 = 0.97;
 
 #[derive(Default)]
 struct Row {
@@ -56,6 +62,7 @@ fn corpus_evaluation() {
     let verbose = std::env::var("CORPUS_VERBOSE").is_ok();
     let limits = Limits::default();
     let mut table: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut bounce_family = (0usize, 0usize);
     let mut kinds: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
     let mut ham_fp = Vec::new();
     let mut pseudo = 0usize;
@@ -216,6 +223,10 @@ fn corpus_evaluation() {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     };
     let bounce = tot.get("bounce").map_or(1.0, |r| pct(r.right, r.n));
+    let family = pct(bounce_family.0, bounce_family.1);
+    let body_only = tot
+        .get("body_only_bounce")
+        .map_or(1.0, |r| pct(r.right, r.n));
     let delay = tot.get("delay").map_or(1.0, |r| pct(r.right, r.n));
     let auto = sum(&["autoreply", "challenge"], |r| (r.right, r.n));
     let status = sum(&["bounce", "delay"], |r| (r.status_ok, r.status_n));
@@ -265,6 +276,13 @@ fn corpus_evaluation() {
         msgid.1
     );
 
+    println!("bounce as bounce/delay   {:6.2}%", 100.0 * family);
+    println!("bare NDR bodies          {:6.2}%", 100.0 * body_only);
+    assert!(
+        family >= MIN_BOUNCE_FAMILY_RECALL,
+        "bounce-or-delay recall fell"
+    );
+    assert!(body_only >= MIN_BODY_ONLY_RECALL, "bare-body recall fell");
     assert!(
         bounce >= MIN_BOUNCE_RECALL,
         "bounce recall fell below the ratchet"

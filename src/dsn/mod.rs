@@ -125,6 +125,8 @@ struct Top {
     to_addrs: Vec<String>,
     /// X-Failed-Recipients (Exim, Gmail).
     failed_recipients: Vec<String>,
+    /// No message headers at all: a bare report text (from a log or a ticket).
+    headerless: bool,
 }
 
 /// What the MIME walk collected.
@@ -240,8 +242,24 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
         ..Default::default()
     };
     let mut parts = Parts::default();
+    const STANDARD: &[&str] = &[
+        "from",
+        "date",
+        "subject",
+        "to",
+        "received",
+        "message-id",
+        "return-path",
+        "content-type",
+        "mime-version",
+    ];
     match &parsed {
-        Some(msg) if !msg.headers().is_empty() => {
+        Some(msg)
+            if msg
+                .headers()
+                .iter()
+                .any(|h| STANDARD.iter().any(|n| h.name().eq_ignore_ascii_case(n))) =>
+        {
             read_top(msg, &mut top);
             walk(msg, limits, &mut parts);
             if parts.text.trim().is_empty() && parts.html.trim().is_empty() {
@@ -252,6 +270,7 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
         }
         _ => {
             // Headerless (a bare NDR body): the whole input is report text.
+            top.headerless = true;
             parts.text = lossy(&raw);
         }
     }
@@ -461,7 +480,11 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         .dsn
         .as_deref()
         .map(|d| report::parse(d, limits.max_recipients));
-    let mut kind = if top.report_type.as_deref() == Some("feedback-report") || parts.feedback {
+    let mut kind = if top.report_type.as_deref() == Some("feedback-report")
+        || parts.feedback
+        // Hotmail's pre-ARF complaint format.
+        || top.subject.starts_with("complaint about message from")
+    {
         evidence.push("arf");
         Kind::Feedback
     } else if top.report_type.as_deref() == Some("disposition-notification") || parts.mdn {
@@ -522,6 +545,10 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         let bounce_like = top.report_type.as_deref() == Some("delivery-status")
             || ((daemon || top.null_sender) && (p.ndr_subject || p.ndr_body > 0))
             || (p.ndr_subject && p.ndr_body > 0)
+            // A bare report text; tab-separated data (a log, a table) is not one.
+            || (top.headerless
+                && text.matches('\t').count() < text.lines().count()
+                && (p.ndr_body > 0 || text::smtp_code_in(&lower).is_some()))
             || (p.ndr_body >= 2 && parts.original.is_some());
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");

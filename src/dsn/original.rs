@@ -210,11 +210,13 @@ pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
         let after = text[start..]
             .find('\n')
             .map_or(text.len(), |n| start + n + 1);
-        if let Some(found) = scan(text, after, max_headers, 40) {
+        if let Some(found) = scan(text, after, max_headers, 40, false) {
             return Some(found);
         }
     }
-    scan(text, 0, max_headers, usize::MAX)
+    // Without a marker, only a block with a Message-ID or Received counts: a
+    // summary such as "Your message: From: ... Subject: ..." is not the original.
+    scan(text, 0, max_headers, usize::MAX, true)
 }
 
 /// Looks for a plausible header block starting within `max_lines` lines of `from`;
@@ -224,6 +226,7 @@ fn scan(
     from: usize,
     max_headers: usize,
     max_lines: usize,
+    strict: bool,
 ) -> Option<(usize, Original)> {
     let mut offset = from;
     for (n, line) in text[from..].split_inclusive('\n').enumerate() {
@@ -247,7 +250,9 @@ fn scan(
                 block
             };
             let (fields, _) = header_fields(&block, max_headers);
-            if Original::is_plausible(&fields) {
+            let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+            if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received"))
+            {
                 return Some((offset, Original::from_fields(Source::Inline, fields, true)));
             }
         }
