@@ -216,6 +216,10 @@ fn is_daemon_sender(addr: &str, name: &str) -> bool {
             | "mail-delivery-system"
             | "maildelivery"
     ) || local.starts_with("mailer-daemon")
+        // Mailing-list managers (fml, Mailman, ezmlm) answer automatically too.
+        || local.ends_with("-admin")
+        || local.ends_with("-owner")
+        || local.starts_with("owner-")
         || local.starts_with("postmaster")
         || name.contains("mail delivery")
         || name.contains("mailer-daemon")
@@ -544,7 +548,6 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     if kind == Kind::Other {
         let bounce_like = top.report_type.as_deref() == Some("delivery-status")
             || ((daemon || top.null_sender) && (p.ndr_subject || p.ndr_body > 0))
-            || (p.ndr_subject && p.ndr_body > 0)
             // A bare report text; tab-separated data (a log, a table) is not one.
             || (top.headerless
                 && text.matches('\t').count() < text.lines().count()
