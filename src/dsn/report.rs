@@ -69,11 +69,10 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
         let diagnostic = get("diagnostic-code")
             .map(typed_value)
             .filter(|d| !d.is_empty());
-        // Some reporters leave Status as 5.0.0 but put the real code in the text.
-        let status = match (
-            status,
-            diagnostic.as_deref().and_then(super::text::status_in),
-        ) {
+        // Some reporters leave Status as x.0.0 and put the remote's real code in
+        // the diagnostic: prefer that when it has the same class.
+        let from_diag = diagnostic.as_deref().and_then(super::text::status_in);
+        let status = match (status, from_diag) {
             (Some(s), Some(d)) if s.subject == 0 && s.detail == 0 && d.class == s.class => Some(d),
             (None, d) => d,
             (s, _) => s,
