@@ -112,7 +112,13 @@ impl Keys {
         self.keys.iter().map(|(id, _)| *id).collect()
     }
 
-    fn get(&self, id: u8) -> Option<&[u8]> {
+    /// The signing key: its id and secret.
+    pub(crate) fn signing(&self) -> (u8, &[u8]) {
+        let (id, secret) = self.keys.first().expect("Keys is never empty");
+        (*id, secret)
+    }
+
+    pub(crate) fn get(&self, id: u8) -> Option<&[u8]> {
         self.keys
             .iter()
             .find(|(k, _)| *k == id)

@@ -35,6 +35,106 @@ struct RawConfig {
     limits: RawLimits,
     analysis: RawAnalysis,
     batv: RawBatv,
+    verdict: RawVerdict,
+    scores: RawScores,
+    ledger: RawLedger,
+    reputation: RawReputation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVerdict {
+    mode: String,
+    judge_kinds: Vec<String>,
+    reject_threshold: i32,
+    quarantine_threshold: i32,
+    tag_threshold: i32,
+    our_relays: Vec<String>,
+    signature_header: String,
+}
+
+impl Default for RawVerdict {
+    fn default() -> Self {
+        let p = crate::verdict::Policy::default();
+        Self {
+            mode: "observe".into(),
+            judge_kinds: p.judge.iter().map(|k| k.as_str().to_string()).collect(),
+            reject_threshold: p.reject_threshold,
+            quarantine_threshold: p.quarantine_threshold,
+            tag_threshold: p.tag_threshold,
+            our_relays: Vec::new(),
+            signature_header: "X-Backscatter-Sig".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawScores {
+    valid_tag: i32,
+    our_signature: i32,
+    ledger_hit: i32,
+    original_sender_tagged: i32,
+    our_relay: i32,
+    bad_tag: i32,
+    untagged: i32,
+    foreign_original: i32,
+    no_original: i32,
+    bad_source: i32,
+}
+
+impl Default for RawScores {
+    fn default() -> Self {
+        let s = crate::verdict::Scores::default();
+        Self {
+            valid_tag: s.valid_tag,
+            our_signature: s.our_signature,
+            ledger_hit: s.ledger_hit,
+            original_sender_tagged: s.original_sender_tagged,
+            our_relay: s.our_relay,
+            bad_tag: s.bad_tag,
+            untagged: s.untagged,
+            foreign_original: s.foreign_original,
+            no_original: s.no_original,
+            bad_source: s.bad_source,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLedger {
+    state_dir: String,
+    max_entries: usize,
+    grace_days: u16,
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/backscatter-milter".into(),
+            max_entries: 1_000_000,
+            grace_days: 7,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReputation {
+    window_secs: u64,
+    threshold: u32,
+    max_ips: usize,
+}
+
+impl Default for RawReputation {
+    fn default() -> Self {
+        Self {
+            window_secs: 3600,
+            threshold: 10,
+            max_ips: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +234,7 @@ struct RawBatv {
     exempt_recipients: Vec<String>,
     exempt_recipient_domains: Vec<String>,
     on_invalid_tag: String,
+    signing_since: String,
 }
 
 impl Default for RawBatv {
@@ -150,6 +251,7 @@ impl Default for RawBatv {
             exempt_recipients: Vec::new(),
             exempt_recipient_domains: Vec::new(),
             on_invalid_tag: "reject".into(),
+            signing_since: String::new(),
         }
     }
 }
@@ -268,6 +370,8 @@ pub struct BatvConfig {
     pub exempt_recipients: Vec<String>,
     pub exempt_recipient_domains: Vec<String>,
     pub on_invalid_tag: OnInvalidTag,
+    /// The day signing started (days since 1970), if set.
+    pub signing_since: Option<i64>,
 }
 
 impl BatvConfig {
@@ -296,6 +400,31 @@ pub struct Config {
     pub limits: Limits,
     pub analysis: crate::dsn::Limits,
     pub batv: BatvConfig,
+    pub verdict: VerdictConfig,
+    pub ledger: LedgerConfig,
+    pub reputation: ReputationConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerdictConfig {
+    pub policy: crate::verdict::Policy,
+    pub our_relay_hosts: Vec<String>,
+    pub our_relay_networks: Vec<Cidr>,
+    pub signature_header: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerConfig {
+    pub state_dir: PathBuf,
+    pub max_entries: usize,
+    pub grace_days: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReputationConfig {
+    pub window_secs: u64,
+    pub threshold: u32,
+    pub max_ips: usize,
 }
 
 impl Default for Config {
@@ -407,6 +536,102 @@ impl Config {
                 ));
             }
         };
+        let signing_since = if b.signing_since.is_empty() {
+            None
+        } else {
+            Some(
+                crate::batv::parse_date(&b.signing_since)
+                    .ok_or_else(|| v.err("batv", "signing_since", "expected a date YYYY-MM-DD"))?,
+            )
+        };
+        let r = raw.verdict;
+        use crate::verdict::{Mode, Policy, Scores};
+        let mode = match r.mode.as_str() {
+            "observe" => Mode::Observe,
+            "enforce" => Mode::Enforce,
+            _ => return Err(v.err("verdict", "mode", "expected \"observe\" or \"enforce\"")),
+        };
+        let mut judge = Vec::new();
+        for k in &r.judge_kinds {
+            use crate::dsn::Kind::*;
+            judge.push(match k.as_str() {
+                "bounce" => Bounce,
+                "delay" => Delay,
+                "delivery" => Delivery,
+                "autoreply" => Autoreply,
+                "challenge" => Challenge,
+                "virus_notice" => VirusNotice,
+                "feedback" => Feedback,
+                "mdn" => Mdn,
+                _ => {
+                    return Err(v.err(
+                        "verdict",
+                        "judge_kinds",
+                        format!("unknown kind '{k}' (bounce, delay, delivery, autoreply, challenge, virus_notice, feedback, mdn)"),
+                    ));
+                }
+            });
+        }
+        if !(r.tag_threshold <= r.quarantine_threshold
+            && r.quarantine_threshold <= r.reject_threshold)
+        {
+            return Err(v.err(
+                "verdict",
+                "reject_threshold",
+                "thresholds must satisfy tag_threshold <= quarantine_threshold <= reject_threshold",
+            ));
+        }
+        let mut our_relay_hosts = Vec::new();
+        let mut our_relay_networks = Vec::new();
+        for relay in &r.our_relays {
+            if relay.contains('/') || relay.parse::<IpAddr>().is_ok() {
+                our_relay_networks.push(
+                    relay
+                        .parse::<Cidr>()
+                        .map_err(|p| v.err("verdict", "our_relays", p))?,
+                );
+            } else {
+                our_relay_hosts.extend(
+                    domains(std::slice::from_ref(relay))
+                        .map_err(|p| v.err("verdict", "our_relays", p))?,
+                );
+            }
+        }
+        if !is_header_name(&r.signature_header) {
+            return Err(v.err("verdict", "signature_header", "must be a header field name"));
+        }
+        let sc = raw.scores;
+        let scores = Scores {
+            valid_tag: sc.valid_tag,
+            our_signature: sc.our_signature,
+            ledger_hit: sc.ledger_hit,
+            original_sender_tagged: sc.original_sender_tagged,
+            our_relay: sc.our_relay,
+            bad_tag: sc.bad_tag,
+            untagged: sc.untagged,
+            foreign_original: sc.foreign_original,
+            no_original: sc.no_original,
+            bad_source: sc.bad_source,
+        };
+        let lg = raw.ledger;
+        if lg.max_entries == 0 {
+            return Err(v.err("ledger", "max_entries", "must be at least 1"));
+        }
+        if !sign_domains.is_empty() && !lg.state_dir.starts_with('/') {
+            return Err(v.err("ledger", "state_dir", "must be an absolute path"));
+        }
+        let rp = raw.reputation;
+        if rp.window_secs == 0 || rp.threshold == 0 {
+            return Err(v.err(
+                "reputation",
+                if rp.window_secs == 0 {
+                    "window_secs"
+                } else {
+                    "threshold"
+                },
+                "must be at least 1",
+            ));
+        }
         if !sign_domains.is_empty() && b.key_file.is_empty() {
             return Err(v.err(
                 "batv",
@@ -449,6 +674,30 @@ impl Config {
                 exempt_recipients,
                 exempt_recipient_domains,
                 on_invalid_tag,
+                signing_since,
+            },
+            verdict: VerdictConfig {
+                policy: Policy {
+                    mode,
+                    judge,
+                    reject_threshold: r.reject_threshold,
+                    quarantine_threshold: r.quarantine_threshold,
+                    tag_threshold: r.tag_threshold,
+                    scores,
+                },
+                our_relay_hosts,
+                our_relay_networks,
+                signature_header: r.signature_header,
+            },
+            ledger: LedgerConfig {
+                state_dir: lg.state_dir.into(),
+                max_entries: lg.max_entries,
+                grace_days: lg.grace_days,
+            },
+            reputation: ReputationConfig {
+                window_secs: rp.window_secs,
+                threshold: rp.threshold,
+                max_ips: rp.max_ips,
             },
         })
     }

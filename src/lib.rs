@@ -7,10 +7,15 @@
 pub mod batv;
 pub mod config;
 pub mod dsn;
+pub mod evidence;
+pub mod ledger;
 pub mod milter;
 pub mod net;
 pub mod outbound;
+pub mod reputation;
 pub mod session;
+pub mod signature;
+pub mod verdict;
 
 use crate::{batv::Keys, config::Config};
 use indymilter::Listener;
@@ -28,12 +33,24 @@ use std::{
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-/// What the milter runs with: the checked config and the BATV keys (if signing is on).
-#[derive(Debug)]
+/// What the milter runs with: the checked config, the BATV keys (if signing is on),
+/// and the process-wide state that outlives a reload (counters, ledger, reputation).
 pub struct Runtime {
     pub config: Config,
     pub keys: Option<Keys>,
     pub counters: Arc<Counters>,
+    pub ledger: Option<Arc<dyn ledger::Ledger>>,
+    pub reputation: Arc<reputation::Reputation>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("keys", &self.keys)
+            .field("ledger_entries", &self.ledger.as_ref().map(|l| l.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors loading what the milter runs with.
@@ -43,21 +60,74 @@ pub enum LoadError {
     Config(#[from] config::ConfigError),
     #[error("batv.key_file: {0}")]
     Keys(#[from] batv::KeyError),
+    #[error("ledger.state_dir: cannot open the ledger in {dir}: {source}")]
+    Ledger { dir: String, source: std::io::Error },
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Runtime {
-    /// Checks a config and loads what it names (the key file, when signing is on).
+    /// Checks a config and loads what it names: the key file and the ledger (when
+    /// signing is on).
     pub fn load(config: Config, counters: Arc<Counters>) -> Result<Self, LoadError> {
         let keys = if config.batv.enabled() {
             Some(Keys::load(&config.batv.key_file)?)
         } else {
             None
         };
+        let ledger: Option<Arc<dyn ledger::Ledger>> = if config.batv.enabled() {
+            let l = &config.ledger;
+            let ttl = 86_400 * u64::from(config.batv.lifetime_days + l.grace_days);
+            let fl = ledger::FileLedger::open(&l.state_dir, l.max_entries, ttl, unix_now())
+                .map_err(|source| LoadError::Ledger {
+                    dir: l.state_dir.display().to_string(),
+                    source,
+                })?;
+            Some(Arc::new(fl))
+        } else {
+            None
+        };
+        let r = &config.reputation;
+        let reputation = Arc::new(reputation::Reputation::new(
+            r.window_secs,
+            r.threshold,
+            r.max_ips,
+        ));
         Ok(Self {
             config,
             keys,
             counters,
+            ledger,
+            reputation,
         })
+    }
+
+    /// A reload: new config and keys; the counters, ledger and reputation carry over
+    /// (a new ledger is opened only if there was none).
+    pub fn reload(config: Config, old: &Runtime) -> Result<Self, LoadError> {
+        let keys = if config.batv.enabled() {
+            Some(Keys::load(&config.batv.key_file)?)
+        } else {
+            None
+        };
+        let mut rt = if old.ledger.is_none() && config.batv.enabled() {
+            Self::load(config, old.counters.clone())?
+        } else {
+            Self {
+                config,
+                keys: None,
+                counters: old.counters.clone(),
+                ledger: old.ledger.clone(),
+                reputation: old.reputation.clone(),
+            }
+        };
+        rt.keys = keys;
+        rt.reputation = old.reputation.clone();
+        Ok(rt)
     }
 }
 

@@ -265,7 +265,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
                 continue;
             }
         };
-        let new = match Runtime::load(config, old.counters.clone()) {
+        let new = match Runtime::reload(config, &old) {
             Ok(rt) => rt,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
@@ -296,6 +296,8 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
                 o.milter.shutdown_timeout != n.milter.shutdown_timeout,
             ),
             ("log", o.log != n.log),
+            ("ledger", o.ledger != n.ledger && old.ledger.is_some()),
+            ("reputation", o.reputation != n.reputation),
         ];
         for (key, changed) in fixed {
             if changed {

@@ -72,6 +72,12 @@ fn today() -> i64 {
     crate::batv::today()
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
     let connect_rt = rt.clone();
     Callbacks::new()
@@ -140,6 +146,7 @@ async fn connect(
     };
     let mut session = Session::new(rt, &lossy(&hostname), addr, local);
     session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
+    session.set_local_hostname(macro_str(&cx.macros, c"j"));
     cx.data = Some(session);
     Status::Continue
 }
@@ -225,10 +232,13 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
 
 async fn eom(cx: &mut EomContext<Session>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
+    let host = macro_str(&cx.macros, c"j");
+    let started = std::time::Instant::now();
     let (plan, qid) = match guarded(&mut cx.data, "eom", |s| {
         s.set_queue_id(qid);
         let qid = s.queue_id().to_string();
-        (s.end_of_message(today()), qid)
+        let host = host.or_else(|| s.local_hostname().map(str::to_string));
+        (s.end_of_message(today(), unix_now(), host.as_deref()), qid)
     }) {
         Ok(r) => r,
         Err(status) => {
@@ -238,9 +248,30 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
             return status;
         }
     };
+    if let Some(text) = &plan.reject {
+        info!(
+            "{qid}: {} -> reject ({} us)",
+            plan.summary,
+            started.elapsed().as_micros()
+        );
+        return match cx
+            .reply
+            .set_error_reply("550", Some("5.7.1"), [text.as_str()])
+        {
+            Ok(()) => Status::Reject,
+            Err(e) => {
+                error!("{qid}: cannot set the reject reply: {e}");
+                Status::Reject
+            }
+        };
+    }
     match apply(&cx.actions, &plan).await {
         Ok(()) => {
-            info!("{qid}: {}", plan.summary);
+            info!(
+                "{qid}: {} ({} us)",
+                plan.summary,
+                started.elapsed().as_micros()
+            );
             Status::Continue
         }
         Err(e) => {

@@ -1,13 +1,17 @@
 //! Per-connection and per-message state. Plain methods, no milter protocol: the
 //! callbacks in `milter.rs` feed them and apply what they return. Buffers are capped.
 
+use crate::verdict::Action;
 use crate::{
     Runtime,
     batv::{self, TagError, Verified},
     config::OnInvalidTag,
     outbound::{self, Origin, Signing},
 };
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 /// Per-connection state. Holds a snapshot of the runtime (config and keys) taken
 /// when the connection opened, so a reload never changes a message half-way.
@@ -16,6 +20,7 @@ pub struct Session {
     client_addr: Option<IpAddr>,
     client_name: String,
     local_submission: bool,
+    local_hostname: Option<String>,
     daemon_name: Option<String>,
     msg: Option<Message>,
     _guard: crate::ConnGuard,
@@ -43,12 +48,30 @@ pub struct Message {
     pub headers_truncated: bool,
     /// How many copies of our own header arrived (forged or looped); all are removed.
     pub own_headers: i32,
+    /// Likewise for our signature header.
+    pub own_signatures: i32,
     pub body: Vec<u8>,
     pub body_seen: u64,
     pub body_truncated: bool,
     /// A panic or error hit this message: every later stage tempfails it.
     pub failed: bool,
     _guard: Option<crate::MsgGuard>,
+}
+
+impl Message {
+    /// The message as received (headers, blank line, body), for analysis.
+    pub fn raw(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_bytes + self.body.len() + 4);
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 /// What a RCPT gets.
@@ -69,6 +92,16 @@ pub struct EomPlan {
     pub change_sender: Option<(String, Option<String>)>,
     /// Recipients to replace: (tagged as received, plain).
     pub untag_rcpts: Vec<(String, String)>,
+    /// Indexes of our signature header to delete (forged, or re-signed), highest first.
+    pub delete_signatures: Vec<i32>,
+    /// Our signature header to add (outbound).
+    pub signature: Option<(String, String)>,
+    /// Reject the message with 550 5.7.1 and this text.
+    pub reject: Option<String>,
+    /// Put the message on hold with this reason.
+    pub quarantine: Option<String>,
+    pub verdict: Option<crate::verdict::Verdict>,
+    pub kind: Option<crate::dsn::Kind>,
     /// The one summary line for the log (after the queue id).
     pub summary: String,
 }
@@ -101,6 +134,7 @@ impl Session {
             client_addr,
             client_name: client_name.to_string(),
             local_submission,
+            local_hostname: None,
             daemon_name: None,
             msg: None,
             _guard: guard,
@@ -117,6 +151,17 @@ impl Session {
 
     pub fn message_mut(&mut self) -> Option<&mut Message> {
         self.msg.as_mut()
+    }
+
+    /// The MTA's own hostname (`j`), one of our relays.
+    pub fn set_local_hostname(&mut self, name: Option<String>) {
+        if name.is_some() {
+            self.local_hostname = name;
+        }
+    }
+
+    pub fn local_hostname(&self) -> Option<&str> {
+        self.local_hostname.as_deref()
     }
 
     pub fn set_daemon_name(&mut self, name: Option<String>) {
@@ -183,9 +228,13 @@ impl Session {
         }
         let limits = &self.rt.config.limits;
         let ours = name.eq_ignore_ascii_case(&self.rt.config.milter.header_name);
+        let sig = name.eq_ignore_ascii_case(&self.rt.config.verdict.signature_header);
         let Some(msg) = self.msg.as_mut() else { return };
         if ours {
             msg.own_headers += 1;
+        }
+        if sig {
+            msg.own_signatures += 1;
         }
         let size = name.len() + value.len() + 4;
         if msg.headers.len() >= limits.max_headers
@@ -216,31 +265,23 @@ impl Session {
     }
 
     /// End of message: decides what to change. The message state is consumed.
-    pub fn end_of_message(&mut self, today: i64) -> EomPlan {
+    /// `today` is days since 1970, `now` unix seconds; `local_hostname` is the MTA's
+    /// own name (Postfix's `j` macro).
+    pub fn end_of_message(
+        &mut self,
+        today: i64,
+        now: u64,
+        local_hostname: Option<&str>,
+    ) -> EomPlan {
         let Some(msg) = self.msg.take() else {
             return EomPlan::default();
         };
-        let rt = &self.rt;
+        let rt = self.rt.clone();
+        let cfg = &rt.config;
         let mut plan = EomPlan {
             delete_headers: (1..=msg.own_headers).rev().collect(),
+            delete_signatures: (1..=msg.own_signatures).rev().collect(),
             ..Default::default()
-        };
-        let rcpt_addrs: Vec<String> = msg.rcpts.iter().map(|r| r.addr.clone()).collect();
-        let signing = outbound::decide(
-            &rt.config.batv,
-            rt.keys.as_ref(),
-            &msg.origin,
-            &msg.sender,
-            &rcpt_addrs,
-            today,
-        );
-        let signed = match &signing {
-            Signing::Sign(tagged) => {
-                let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
-                plan.change_sender = Some((format!("<{tagged}>"), args));
-                "yes".to_string()
-            }
-            Signing::Skip(reason) => format!("no ({})", reason.label()),
         };
         let mut tags = Vec::new();
         for r in &msg.rcpts {
@@ -254,9 +295,7 @@ impl Session {
             }
         }
         if msg.headers_truncated || msg.body_truncated {
-            rt.counters
-                .truncated
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.counters.truncated.fetch_add(1, Ordering::Relaxed);
         }
         let null = msg.sender.is_empty();
         let mut value = format!(
@@ -267,11 +306,14 @@ impl Session {
         if !tags.is_empty() {
             value.push_str(&format!("; batv={}", tags.join(",")));
         }
-        if matches!(signing, Signing::Sign(_)) {
-            value.push_str("; signed=yes");
-        }
+        let outbound = outbound::is_originating(&cfg.batv, &msg.origin);
+        let decision = if outbound {
+            self.outbound(&msg, &mut plan, &mut value, today, now)
+        } else {
+            self.inbound(&msg, &mut plan, &mut value, today, now, local_hostname)
+        };
         plan.summary = format!(
-            "client={}[{}] from=<{}> null_sender={} rcpts={} batv=[{}] signed={} removed_headers={} header_bytes={} body_bytes={}{}",
+            "client={}[{}] from=<{}> null_sender={} rcpts={} batv=[{}] {decision} removed_headers={} header_bytes={} body_bytes={}{}",
             self.client_name,
             self.client_addr
                 .map_or_else(|| "unknown".to_string(), |a| a.to_string()),
@@ -279,8 +321,7 @@ impl Session {
             null,
             msg.rcpts.len(),
             tags.join(","),
-            signed,
-            msg.own_headers,
+            msg.own_headers + msg.own_signatures,
             msg.header_bytes,
             msg.body_seen,
             if msg.headers_truncated || msg.body_truncated {
@@ -289,8 +330,139 @@ impl Session {
                 ""
             }
         );
-        plan.add_header = Some((rt.config.milter.header_name.clone(), value));
+        plan.add_header = Some((cfg.milter.header_name.clone(), value));
         plan
+    }
+
+    /// Our users' mail: tag the envelope sender, sign the message, record it.
+    fn outbound(
+        &self,
+        msg: &Message,
+        plan: &mut EomPlan,
+        value: &mut String,
+        today: i64,
+        now: u64,
+    ) -> String {
+        let rt = &self.rt;
+        let rcpt_addrs: Vec<String> = msg.rcpts.iter().map(|r| r.addr.clone()).collect();
+        let signing = outbound::decide(
+            &rt.config.batv,
+            rt.keys.as_ref(),
+            &msg.origin,
+            &msg.sender,
+            &rcpt_addrs,
+            today,
+        );
+        let header = |name: &str| {
+            msg.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+        };
+        let (message_id, date) = (header("Message-ID"), header("Date"));
+        if let (Some(keys), Some(id), Some(date)) = (rt.keys.as_ref(), &message_id, &date) {
+            plan.signature = Some((
+                rt.config.verdict.signature_header.clone(),
+                crate::signature::sign(keys, id, date),
+            ));
+        }
+        match signing {
+            Signing::Sign(tagged) => {
+                let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
+                plan.change_sender = Some((format!("<{tagged}>"), args));
+                value.push_str("; signed=yes");
+                if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id) {
+                    if let Err(e) = ledger.record(id, now) {
+                        tracing::error!(
+                            "{}: cannot record in the ledger: {e}",
+                            msg.queue_id.as_deref().unwrap_or("NOQUEUE")
+                        );
+                    }
+                }
+                "direction=outbound signed=yes".to_string()
+            }
+            Signing::Skip(reason) => format!("direction=outbound signed=no ({})", reason.label()),
+        }
+    }
+
+    /// Mail from outside: analyse it, gather the evidence, decide.
+    fn inbound(
+        &self,
+        msg: &Message,
+        plan: &mut EomPlan,
+        value: &mut String,
+        today: i64,
+        now: u64,
+        local_hostname: Option<&str>,
+    ) -> String {
+        let rt = &self.rt;
+        let cfg = &rt.config;
+        let raw = msg.raw();
+        let analysis = crate::dsn::analyze(&raw, Some(&msg.sender), &cfg.analysis);
+        let rcpts: Vec<crate::evidence::RcptTag<'_>> = msg
+            .rcpts
+            .iter()
+            .map(|r| crate::evidence::RcptTag {
+                address: &r.addr,
+                tag: r.tag.as_ref(),
+            })
+            .collect();
+        let bad_source = self
+            .client_addr
+            .is_some_and(|ip| rt.reputation.is_bad(ip, now));
+        let ctx = crate::evidence::Context {
+            config: cfg,
+            keys: rt.keys.as_ref(),
+            ledger: rt.ledger.as_deref(),
+            local_hostname,
+            today,
+            now,
+            bad_source,
+        };
+        let ev = crate::evidence::gather(&analysis, &rcpts, &ctx);
+        let v = crate::verdict::decide(&ev, &cfg.verdict.policy);
+        if v.judged && v.decided >= Action::Quarantine {
+            if let Some(ip) = self.client_addr {
+                rt.reputation.record_bad(ip, now);
+            }
+        }
+        if analysis.kind != crate::dsn::Kind::Other {
+            value.push_str(&format!("; kind={}", analysis.kind.as_str()));
+        }
+        if v.judged {
+            value.push_str(&format!(
+                "; verdict={}; score={}; mode={}; reasons={}",
+                v.decided.as_str(),
+                v.score,
+                match v.mode {
+                    crate::verdict::Mode::Observe => "observe",
+                    crate::verdict::Mode::Enforce => "enforce",
+                },
+                v.reasons_text()
+            ));
+        }
+        match v.action {
+            Action::Reject => plan.reject = Some(v.reject_text()),
+            Action::Quarantine => {
+                plan.quarantine = Some(format!(
+                    "backscatter-milter: suspected backscatter (score {}: {})",
+                    v.score,
+                    v.reasons_text()
+                ))
+            }
+            Action::Tag | Action::Accept => {}
+        }
+        plan.verdict = Some(v.clone());
+        plan.kind = Some(analysis.kind);
+        format!(
+            "direction=inbound kind={} action={} decided={} score={} reasons=[{}] original={:?}",
+            analysis.kind.as_str(),
+            v.action.as_str(),
+            v.decided.as_str(),
+            v.score,
+            v.reasons_text(),
+            analysis.original.source
+        )
     }
 
     /// The message was aborted (RSET, or the client went away).

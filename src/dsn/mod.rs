@@ -104,6 +104,8 @@ pub struct Analysis {
     pub recipients: Vec<Recipient>,
     pub reporting_mta: Option<String>,
     pub original: Original,
+    /// Message-IDs this message answers (In-Reply-To, References), without brackets.
+    pub replied_to: Vec<String>,
     /// A cap was reached: the analysis is of what was seen.
     pub truncated: bool,
 }
@@ -127,6 +129,7 @@ struct Top {
     failed_recipients: Vec<String>,
     /// No message headers at all: a bare report text (from a log or a ticket).
     headerless: bool,
+    replied_to: Vec<String>,
 }
 
 /// What the MIME walk collected.
@@ -355,6 +358,18 @@ fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
             || n == "x-challenge"
     });
     top.in_reply_to = msg.header_raw("In-Reply-To").is_some();
+    for name in ["In-Reply-To", "References"] {
+        if let Some(v) = msg.header_raw(name) {
+            for id in v.split(['<', '>', ' ', '\t', '\r', '\n', ',']) {
+                if id.contains('@')
+                    && top.replied_to.len() < 20
+                    && !top.replied_to.iter().any(|x| x == id)
+                {
+                    top.replied_to.push(id.to_string());
+                }
+            }
+        }
+    }
     if let Some(to) = msg.to() {
         top.to_addrs = to
             .iter()
@@ -694,6 +709,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         recipients,
         reporting_mta,
         original,
+        replied_to: top.replied_to,
         truncated,
     }
 }
