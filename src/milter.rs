@@ -288,12 +288,18 @@ async fn apply(
     actions: &impl ContextActions,
     plan: &EomPlan,
 ) -> Result<(), indymilter::ActionError> {
+    // Highest index first, so the indexes of the others do not shift.
     if let Some((name, _)) = &plan.add_header {
         for &i in &plan.delete_headers {
             actions
                 .change_header(name.as_str(), i, None::<&str>)
                 .await?;
         }
+    }
+    for &i in &plan.delete_signatures {
+        actions
+            .change_header(plan.signature_header.as_str(), i, None::<&str>)
+            .await?;
     }
     if let Some((sender, args)) = &plan.change_sender {
         actions
@@ -304,10 +310,16 @@ async fn apply(
         actions.delete_recipient(format!("<{tagged}>")).await?;
         actions.add_recipient(format!("<{plain}>")).await?;
     }
+    if let Some((name, value)) = &plan.signature {
+        actions.add_header(name.as_str(), value.as_str()).await?;
+    }
     if let Some((name, value)) = &plan.add_header {
         actions
             .insert_header(0, name.as_str(), value.as_str())
             .await?;
+    }
+    if let Some(reason) = &plan.quarantine {
+        actions.quarantine(reason.as_str()).await?;
     }
     Ok(())
 }

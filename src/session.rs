@@ -94,6 +94,8 @@ pub struct EomPlan {
     pub untag_rcpts: Vec<(String, String)>,
     /// Indexes of our signature header to delete (forged, or re-signed), highest first.
     pub delete_signatures: Vec<i32>,
+    /// The signature header's name.
+    pub signature_header: String,
     /// Our signature header to add (outbound).
     pub signature: Option<(String, String)>,
     /// Reject the message with 550 5.7.1 and this text.
@@ -281,6 +283,7 @@ impl Session {
         let mut plan = EomPlan {
             delete_headers: (1..=msg.own_headers).rev().collect(),
             delete_signatures: (1..=msg.own_signatures).rev().collect(),
+            signature_header: cfg.verdict.signature_header.clone(),
             ..Default::default()
         };
         let mut tags = Vec::new();

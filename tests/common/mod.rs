@@ -70,6 +70,11 @@ pub struct TestMilter {
 
 impl TestMilter {
     pub fn start(config_text: &str) -> Self {
+        Self::start_at(config_text, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts on a given address (to restart a milter where Postfix expects it).
+    pub fn start_at(config_text: &str, bind: SocketAddr) -> Self {
         let config = Config::parse(config_text, "test").expect("test config");
         let rt = Runtime::load(config, Arc::new(Counters::default())).expect("test runtime");
         let shared = SharedRuntime::new(rt);
@@ -83,7 +88,7 @@ impl TestMilter {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let l = tokio::net::TcpListener::bind(bind).await.unwrap();
                 addr_tx.send(l.local_addr().unwrap()).unwrap();
                 let listener = indymilter::EitherListener::<_, tokio::net::UnixListener>::Tcp(
                     backscatter_milter::net::FastTcpListener(l),
@@ -356,6 +361,15 @@ non_smtpd_milters = {milter}
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A queued message's content, as Postfix's postcat shows it.
+    pub fn postcat(&self, id: &str) -> String {
+        let out = Command::new("/usr/sbin/postcat")
+            .args(["-c", self.config_dir().to_str().unwrap(), "-q", id])
+            .output()
+            .unwrap();
+        transcript(&out)
     }
 
     /// Messages in Postfix's queue, as (queue_name, queue_id).
