@@ -57,6 +57,20 @@ pub fn received_is_ours(received: &str, hosts: &[String], nets: &[Cidr]) -> bool
             .any(|ip| nets.iter().any(|n| n.contains(ip)))
 }
 
+/// Analyses a message, gathers the evidence and decides: what the milter does at
+/// end of message and what `classify --config` prints.
+pub fn assess(
+    raw: &[u8],
+    sender: &str,
+    rcpts: &[RcptTag<'_>],
+    ctx: &Context<'_>,
+) -> (crate::dsn::Analysis, Evidence, crate::verdict::Verdict) {
+    let analysis = crate::dsn::analyze(raw, Some(sender), &ctx.config.analysis);
+    let ev = gather(&analysis, rcpts, ctx);
+    let v = crate::verdict::decide(&ev, &ctx.config.verdict.policy);
+    (analysis, ev, v)
+}
+
 pub fn gather(a: &Analysis, rcpts: &[RcptTag<'_>], ctx: &Context<'_>) -> Evidence {
     let cfg = ctx.config;
     let valid_tag = rcpts.iter().any(|r| matches!(r.tag, Some(Ok(_))));

@@ -90,13 +90,36 @@ impl FileLedger {
         }
     }
 
+    /// Reads `dir/ledger.log` without writing to it (the `classify` command).
+    pub fn read_only(dir: &Path, max_entries: usize, ttl_secs: u64, now: u64) -> Self {
+        let ledger = Self::memory(max_entries, ttl_secs);
+        ledger.replay(&dir.join("ledger.log"), now);
+        ledger
+    }
+
     /// Opens (creating) `dir/ledger.log`, replaying what has not expired at `now`.
     pub fn open(dir: &Path, max_entries: usize, ttl_secs: u64, now: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join("ledger.log");
         let ledger = Self::memory(max_entries, ttl_secs);
+        let lines = ledger.replay(&path, now);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        {
+            let mut log = ledger.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.file = Some(file);
+            log.path = Some(path);
+            log.lines = lines;
+        }
+        ledger.maybe_compact()?;
+        Ok(ledger)
+    }
+
+    /// Loads the live records of a log; returns how many lines it has.
+    fn replay(&self, path: &Path, now: u64) -> u64 {
+        let ttl_secs = self.ttl_secs;
+        let ledger = self;
         let mut lines = 0;
-        if let Ok(f) = File::open(&path) {
+        if let Ok(f) = File::open(path) {
             let mut log = ledger.log.lock().unwrap_or_else(|e| e.into_inner());
             for line in BufReader::new(f).lines() {
                 let Ok(line) = line else { break };
@@ -112,15 +135,7 @@ impl FileLedger {
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        {
-            let mut log = ledger.log.lock().unwrap_or_else(|e| e.into_inner());
-            log.file = Some(file);
-            log.path = Some(path);
-            log.lines = lines;
-        }
-        ledger.maybe_compact()?;
-        Ok(ledger)
+        lines
     }
 
     fn insert(&self, log: &mut Log, id: String, t: u64) {

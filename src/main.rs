@@ -53,6 +53,10 @@ enum Command {
         /// The envelope sender, when known ('' or '<>' for the null sender).
         #[arg(long)]
         mail_from: Option<String>,
+        /// An envelope recipient (repeatable); with it, the verdict the milter would
+        /// reach for this envelope is printed too.
+        #[arg(long)]
+        rcpt: Vec<String>,
         #[arg(required = true)]
         files: Vec<String>,
     },
@@ -77,8 +81,9 @@ fn main() -> ExitCode {
         Some(Command::Classify {
             json,
             mail_from,
+            rcpt,
             files,
-        }) => classify(&cli.config, json, mail_from.as_deref(), &files),
+        }) => classify(&cli.config, json, mail_from.as_deref(), &rcpt, &files),
         Some(Command::Sign { date, address }) => tool(&cli.config, date, |rt, day| {
             let keys = rt
                 .keys
@@ -113,13 +118,64 @@ fn classify(
     config: &std::path::Path,
     json: bool,
     mail_from: Option<&str>,
+    rcpts: &[String],
     files: &[String],
 ) -> ExitCode {
-    // The config is optional here: its analysis limits apply when it exists.
-    let limits = match Config::load(config) {
-        Ok(c) => c.analysis,
-        Err(_) if !config.exists() => Default::default(),
+    use backscatter_milter::{evidence, ledger::FileLedger, session::check_recipient};
+    // The config is optional: without one, the built-in defaults apply.
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(_) if !config.exists() => Config::default(),
         Err(e) => return fail(e),
+    };
+    let keys = match config
+        .batv
+        .enabled()
+        .then(|| Keys::load(&config.batv.key_file))
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => return fail(format!("batv.key_file: {e}")),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ttl = 86_400 * u64::from(config.batv.lifetime_days + config.ledger.grace_days);
+    let ledger = FileLedger::read_only(
+        &config.ledger.state_dir,
+        config.ledger.max_entries,
+        ttl,
+        now,
+    );
+    let sender = mail_from.map(|s| s.trim().trim_matches(['<', '>']).to_string());
+    let rt = Runtime {
+        config,
+        keys,
+        counters: Arc::new(Counters::default()),
+        ledger: None,
+        reputation: Arc::new(backscatter_milter::reputation::Reputation::new(1, 1, 1)),
+    };
+    let today = batv::today();
+    let tags: Vec<_> = rcpts
+        .iter()
+        .map(|r| check_recipient(&rt, r, today))
+        .collect();
+    let rcpt_tags: Vec<evidence::RcptTag<'_>> = rcpts
+        .iter()
+        .zip(&tags)
+        .map(|(address, tag)| evidence::RcptTag {
+            address,
+            tag: tag.as_ref(),
+        })
+        .collect();
+    let ctx = evidence::Context {
+        config: &rt.config,
+        keys: rt.keys.as_ref(),
+        ledger: Some(&ledger),
+        local_hostname: None,
+        today,
+        now,
+        bad_source: false,
     };
     let mut status = ExitCode::SUCCESS;
     for file in files {
@@ -137,13 +193,45 @@ fn classify(
                 continue;
             }
         };
-        let a = backscatter_milter::dsn::analyze(&raw, mail_from, &limits);
+        let (a, _, v) = match &sender {
+            Some(s) => evidence::assess(&raw, s, &rcpt_tags, &ctx),
+            None => {
+                let a = backscatter_milter::dsn::analyze(&raw, None, &rt.config.analysis);
+                let ev = evidence::gather(&a, &rcpt_tags, &ctx);
+                let v = backscatter_milter::verdict::decide(&ev, &rt.config.verdict.policy);
+                (a, ev, v)
+            }
+        };
+        let show_verdict = !rcpts.is_empty() || sender.is_some();
         if json {
-            let mut v = serde_json::to_value(&a).unwrap_or_default();
-            v["file"] = serde_json::Value::String(file.clone());
-            println!("{v}");
+            let mut o = serde_json::to_value(&a).unwrap_or_default();
+            o["file"] = serde_json::Value::String(file.clone());
+            if show_verdict {
+                o["verdict"] = serde_json::json!({
+                    "action": v.decided,
+                    "applied": v.action,
+                    "mode": v.mode,
+                    "judged": v.judged,
+                    "score": v.score,
+                    "reasons": v.reasons,
+                });
+            }
+            println!("{o}");
         } else {
             print!("{}", backscatter_milter::dsn::describe(file, &a));
+            if show_verdict {
+                println!(
+                    "  verdict: {} (score {}, {}{})",
+                    v.decided.as_str(),
+                    v.score,
+                    if v.reasons.is_empty() {
+                        "no reasons".to_string()
+                    } else {
+                        v.reasons_text()
+                    },
+                    if v.judged { "" } else { "; kind not judged" }
+                );
+            }
         }
     }
     status

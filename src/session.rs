@@ -400,8 +400,6 @@ impl Session {
     ) -> String {
         let rt = &self.rt;
         let cfg = &rt.config;
-        let raw = msg.raw();
-        let analysis = crate::dsn::analyze(&raw, Some(&msg.sender), &cfg.analysis);
         let rcpts: Vec<crate::evidence::RcptTag<'_>> = msg
             .rcpts
             .iter()
@@ -422,8 +420,7 @@ impl Session {
             now,
             bad_source,
         };
-        let ev = crate::evidence::gather(&analysis, &rcpts, &ctx);
-        let v = crate::verdict::decide(&ev, &cfg.verdict.policy);
+        let (analysis, _, v) = crate::evidence::assess(&msg.raw(), &msg.sender, &rcpts, &ctx);
         if v.judged && v.decided >= Action::Quarantine {
             if let Some(ip) = self.client_addr {
                 rt.reputation.record_bad(ip, now);

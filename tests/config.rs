@@ -42,7 +42,20 @@ fn a_bogus_key_in_every_table_is_rejected_by_name() {
         .lines()
         .filter_map(|l| l.strip_prefix('[')?.strip_suffix(']'))
         .collect();
-    assert_eq!(tables, ["milter", "log", "limits", "analysis", "batv"]);
+    assert_eq!(
+        tables,
+        [
+            "milter",
+            "log",
+            "limits",
+            "analysis",
+            "batv",
+            "verdict",
+            "scores",
+            "ledger",
+            "reputation"
+        ]
+    );
     for table in &tables {
         let key = format!("bogus_{table}_key");
         let text = SHIPPED.replacen(
