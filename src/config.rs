@@ -39,6 +39,15 @@ struct RawConfig {
     scores: RawScores,
     ledger: RawLedger,
     reputation: RawReputation,
+    stats: RawStats,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStats {
+    listen: String,
+    token_file: String,
+    allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +412,14 @@ pub struct Config {
     pub verdict: VerdictConfig,
     pub ledger: LedgerConfig,
     pub reputation: ReputationConfig,
+    pub stats: StatsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsConfig {
+    /// Where the HTTP endpoint listens; `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -632,6 +649,28 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let st = raw.stats;
+        let listen = if st.listen.is_empty() {
+            None
+        } else {
+            Some(st.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+                v.err(
+                    "stats",
+                    "listen",
+                    "expected IP:PORT, e.g. \"127.0.0.1:8895\" or \"[::1]:8895\"",
+                )
+            })?)
+        };
+        if listen.is_some_and(|a| !a.ip().is_loopback())
+            && st.token_file.is_empty()
+            && !st.allow_unauthenticated
+        {
+            return Err(v.err(
+                "stats",
+                "listen",
+                "a non-loopback address needs token_file (or allow_unauthenticated = true)",
+            ));
+        }
         if !sign_domains.is_empty() && b.key_file.is_empty() {
             return Err(v.err(
                 "batv",
@@ -698,6 +737,12 @@ impl Config {
                 window_secs: rp.window_secs,
                 threshold: rp.threshold,
                 max_ips: rp.max_ips,
+            },
+            stats: StatsConfig {
+                listen,
+                token_file: Some(st.token_file)
+                    .filter(|t| !t.is_empty())
+                    .map(PathBuf::from),
             },
         })
     }

@@ -8,6 +8,7 @@ pub mod batv;
 pub mod config;
 pub mod dsn;
 pub mod evidence;
+pub mod http;
 pub mod ledger;
 pub mod milter;
 pub mod net;
@@ -15,6 +16,7 @@ pub mod outbound;
 pub mod reputation;
 pub mod session;
 pub mod signature;
+pub mod stats;
 pub mod verdict;
 
 use crate::{batv::Keys, config::Config};
@@ -41,6 +43,7 @@ pub struct Runtime {
     pub counters: Arc<Counters>,
     pub ledger: Option<Arc<dyn ledger::Ledger>>,
     pub reputation: Arc<reputation::Reputation>,
+    pub stats: Arc<stats::Stats>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -97,12 +100,14 @@ impl Runtime {
             r.threshold,
             r.max_ips,
         ));
+        let stats = Arc::new(stats::Stats::new(counters.clone(), ledger.clone()));
         Ok(Self {
             config,
             keys,
             counters,
             ledger,
             reputation,
+            stats,
         })
     }
 
@@ -123,10 +128,15 @@ impl Runtime {
                 counters: old.counters.clone(),
                 ledger: old.ledger.clone(),
                 reputation: old.reputation.clone(),
+                stats: old.stats.clone(),
             }
         };
         rt.keys = keys;
         rt.reputation = old.reputation.clone();
+        if rt.ledger.is_some() == old.ledger.is_some() {
+            rt.stats = old.stats.clone();
+        }
+        rt.stats.reloaded();
         Ok(rt)
     }
 }
@@ -156,6 +166,8 @@ pub struct Counters {
     pub connections_open: AtomicU64,
     pub messages_in_flight: AtomicU64,
     pub errors: AtomicU64,
+    /// Messages tempfailed because of an internal error.
+    pub tempfails: AtomicU64,
     /// Messages whose headers or body passed a cap (decided on what was seen).
     pub truncated: AtomicU64,
     idle: Notify,

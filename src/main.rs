@@ -154,6 +154,10 @@ fn classify(
         counters: Arc::new(Counters::default()),
         ledger: None,
         reputation: Arc::new(backscatter_milter::reputation::Reputation::new(1, 1, 1)),
+        stats: Arc::new(backscatter_milter::stats::Stats::new(
+            Arc::new(Counters::default()),
+            None,
+        )),
     };
     let today = batv::today();
     let tags: Vec<_> = rcpts
@@ -296,7 +300,7 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        let m = &rt.config.milter;
+        let m = rt.config.milter.clone();
         let listener = match net::bind(&m.socket, m.socket_mode, m.socket_owner.as_deref()).await {
             Ok(l) => l,
             Err(e) => {
@@ -304,15 +308,60 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let stats = rt.config.stats.clone();
+        let token = match stats
+            .token_file
+            .as_deref()
+            .map(backscatter_milter::http::load_token)
+            .transpose()
+        {
+            Ok(t) => t,
+            Err(e) => {
+                error!("stats.token_file: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         info!(
-            "listening on {} (header {}, BATV signing {})",
+            "listening on {} (header {}, BATV signing {}, mode {:?})",
             m.socket,
             m.header_name,
-            if rt.keys.is_some() { "on" } else { "off" }
+            if rt.keys.is_some() { "on" } else { "off" },
+            rt.config.verdict.policy.mode
         );
         let shared = SharedRuntime::new(rt);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        if let Some(addr) = stats.listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    info!(
+                        "stats endpoint on http://{addr}/ (token {})",
+                        if token.is_some() {
+                            "required"
+                        } else {
+                            "not required"
+                        }
+                    );
+                    let endpoint = backscatter_milter::http::Endpoint {
+                        runtime: shared.clone(),
+                        milter: m.socket.clone(),
+                        token,
+                    };
+                    tokio::spawn(backscatter_milter::http::serve(l, endpoint, stopped()));
+                }
+                Err(e) => {
+                    error!("stats.listen: cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tokio::spawn(reload_on_hup(path, shared.clone()));
-        let shutdown = async {
+        tokio::spawn(async move {
             let (Ok(mut term), Ok(mut int)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
@@ -324,8 +373,9 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 _ = term.recv() => info!("SIGTERM received"),
                 _ = int.recv() => info!("SIGINT received"),
             }
-        };
-        match backscatter_milter::run(listener, shared, shutdown).await {
+            let _ = stop_tx.send(true);
+        });
+        match backscatter_milter::run(listener, shared, stopped()).await {
             Ok(()) => {
                 info!("stopped");
                 ExitCode::SUCCESS
@@ -385,6 +435,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
             ),
             ("log", o.log != n.log),
             ("ledger", o.ledger != n.ledger && old.ledger.is_some()),
+            ("stats", o.stats != n.stats),
             ("reputation", o.reputation != n.reputation),
         ];
         for (key, changed) in fixed {

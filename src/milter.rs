@@ -62,6 +62,11 @@ fn guarded<R>(
                 session.queue_id()
             );
             session.runtime().counters.inc_error();
+            session
+                .runtime()
+                .counters
+                .tempfails
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             session.fail_message();
             Err(Status::Tempfail)
         }
@@ -248,6 +253,11 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
             return status;
         }
     };
+    if let Some(s) = cx.data.as_ref() {
+        s.runtime()
+            .stats
+            .processing_time(started.elapsed().as_secs_f64());
+    }
     if let Some(text) = &plan.reject {
         info!(
             "{qid}: {} -> reject ({} us)",
@@ -278,6 +288,10 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
             error!("{qid}: cannot apply milter actions: {e}; message tempfailed");
             if let Some(s) = cx.data.as_ref() {
                 s.runtime().counters.inc_error();
+                s.runtime()
+                    .counters
+                    .tempfails
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Status::Tempfail
         }

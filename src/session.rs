@@ -211,6 +211,10 @@ impl Session {
         };
         let addr = args.first().map_or("", |a| unbracket(a)).to_string();
         let tag = check_recipient(&rt, &addr, today);
+        if let Some(t) = &tag {
+            rt.stats
+                .tag(t.as_ref().map_or_else(|e| e.label(), |_| "valid"));
+        }
         if let (Some(Err(e)), OnInvalidTag::Reject) = (&tag, rt.config.batv.on_invalid_tag) {
             return RcptReply::Reject(format!(
                 "Invalid return address tag ({e}): we did not send mail from this address"
@@ -382,9 +386,13 @@ impl Session {
                         );
                     }
                 }
+                rt.stats.outbound(None);
                 "direction=outbound signed=yes".to_string()
             }
-            Signing::Skip(reason) => format!("direction=outbound signed=no ({})", reason.label()),
+            Signing::Skip(reason) => {
+                rt.stats.outbound(Some(reason.label()));
+                format!("direction=outbound signed=no ({})", reason.label())
+            }
         }
     }
 
@@ -420,7 +428,17 @@ impl Session {
             now,
             bad_source,
         };
-        let (analysis, _, v) = crate::evidence::assess(&msg.raw(), &msg.sender, &rcpts, &ctx);
+        let (analysis, ev, v) = crate::evidence::assess(&msg.raw(), &msg.sender, &rcpts, &ctx);
+        if v.judged && ev.untagged {
+            rt.stats.tag("missing");
+        }
+        rt.stats.inbound(
+            analysis.kind,
+            &v,
+            analysis.recipients.iter().filter_map(|r| r.status),
+            self.client_addr,
+            analysis.reporting_mta.as_deref(),
+        );
         if v.judged && v.decided >= Action::Quarantine {
             if let Some(ip) = self.client_addr {
                 rt.reputation.record_bad(ip, now);

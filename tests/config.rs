@@ -8,8 +8,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_backscatter-milter");
 
 #[test]
 fn shipped_config_is_the_documented_defaults() {
-    let shipped = Config::parse(SHIPPED, "milter.toml").unwrap();
+    let mut shipped = Config::parse(SHIPPED, "milter.toml").unwrap();
     let builtin = Config::parse("", "<empty>").unwrap();
+    // The one documented difference: the endpoint is off unless configured, and the
+    // shipped file configures it on loopback.
+    assert_eq!(
+        shipped.stats.listen,
+        Some("127.0.0.1:8895".parse().unwrap())
+    );
+    shipped.stats.listen = None;
     assert_eq!(shipped, builtin);
     // Every "Default X" the comments state matches the value set below them.
     let mut checked = 0;
@@ -53,7 +60,8 @@ fn a_bogus_key_in_every_table_is_rejected_by_name() {
             "verdict",
             "scores",
             "ledger",
-            "reputation"
+            "reputation",
+            "stats"
         ]
     );
     for table in &tables {

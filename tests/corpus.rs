@@ -79,6 +79,12 @@ fn corpus_evaluation() {
         *kinds
             .entry((label.to_string(), a.kind.as_str()))
             .or_default() += 1;
+        if label == "bounce" {
+            bounce_family.1 += 1;
+            if matches!(a.kind, Kind::Bounce | Kind::Delay) {
+                bounce_family.0 += 1;
+            }
+        }
         let row = table
             .entry((corpus.to_string(), label.to_string()))
             .or_default();

@@ -194,3 +194,88 @@ fn wait_exit(child: &mut Child, max: Duration) -> Option<i32> {
     }
     None
 }
+
+/// No secret (the BATV key, the stats token) appears in the logs or in any output of
+/// the stats endpoint, after real mail in both directions.
+#[test]
+fn secrets_never_appear_in_logs_or_stats() {
+    if !postfix_available() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let token = "tok-9f8e7d6c5b4a39281706f5e4";
+    let tf = dir.path().join("token");
+    fs::write(&tf, token).unwrap();
+    fs::set_permissions(&tf, fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = dir.path().join("m.sock");
+    let stats_port = common::free_port();
+    let cfg = dir.path().join("milter.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[milter]\nsocket = \"unix:{}\"\nsocket_mode = \"0666\"\n[log]\nlevel = \"debug\"\n{}\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n[stats]\nlisten = \"127.0.0.1:{stats_port}\"\ntoken_file = \"{}\"\n",
+            sock.display(),
+            common::batv_config(dir.path(), "trusted_networks = []"),
+            dir.path().join("state").display(),
+            tf.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("milter.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let rig = Rig::start(&format!("unix:{}", sock.display()), &[]);
+    let (ok, t) = rig.swaks_port(
+        rig.submission_port,
+        &["--from", "user@example.org", "--to", "a@remote.example"],
+    );
+    assert!(ok, "{t}");
+    let bounce = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/corpus/sisimai/maildir/bsd/lhost-sendmail-01.eml"
+    );
+    let (ok, _) = rig.swaks(&[
+        "--from",
+        "<>",
+        "--to",
+        "user@example.org",
+        "--data",
+        &format!("@{bounce}"),
+    ]);
+    assert!(!ok);
+    let (ok, _) = rig.swaks(&["--from", "<>", "--to", "prvs=1000abcdef=user@example.org"]);
+    assert!(!ok);
+    rig.wait_delivered(1);
+    let stats: std::net::SocketAddr = format!("127.0.0.1:{stats_port}").parse().unwrap();
+    let mut outputs = vec![daemon.log()];
+    for path in ["/metrics", "/stats", "/", "/healthz"] {
+        let (code, body) = common::http_get(stats, path, Some(token));
+        assert_eq!(code, 200, "{path}");
+        outputs.push(body);
+    }
+    let (code, body) = common::http_get(stats, "/metrics", None);
+    assert_eq!(code, 401);
+    outputs.push(body);
+    // The outputs are real: the log has the verdicts, /stats the counts.
+    assert!(
+        outputs[0].contains("action=reject") && outputs[0].contains("signed=yes"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[2].contains("\"outbound_signed\":1"),
+        "{}",
+        outputs[2]
+    );
+    let secrets = [
+        common::TEST_KEY.split(' ').nth(1).unwrap(),
+        "0123456789abcdef0123456789abcdef",
+        "0123456789abcdef",
+        token,
+    ];
+    for (i, out) in outputs.iter().enumerate() {
+        for s in secrets {
+            assert!(!out.contains(s), "secret {s:?} in output {i}");
+        }
+    }
+}

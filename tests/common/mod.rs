@@ -63,6 +63,8 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// The milter, in-process, on 127.0.0.1:0; stopped on drop.
 pub struct TestMilter {
     pub addr: SocketAddr,
+    /// The stats endpoint, when the config sets `[stats] listen` (port 0 allowed).
+    pub stats_addr: Option<SocketAddr>,
     pub shared: SharedRuntime,
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
@@ -76,6 +78,12 @@ impl TestMilter {
     /// Starts on a given address (to restart a milter where Postfix expects it).
     pub fn start_at(config_text: &str, bind: SocketAddr) -> Self {
         let config = Config::parse(config_text, "test").expect("test config");
+        let stats_listen = config.stats.listen;
+        let token = config
+            .stats
+            .token_file
+            .as_deref()
+            .map(|p| backscatter_milter::http::load_token(p).expect("token file"));
         let rt = Runtime::load(config, Arc::new(Counters::default())).expect("test runtime");
         let shared = SharedRuntime::new(rt);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -89,7 +97,25 @@ impl TestMilter {
                 .unwrap();
             runtime.block_on(async move {
                 let l = tokio::net::TcpListener::bind(bind).await.unwrap();
-                addr_tx.send(l.local_addr().unwrap()).unwrap();
+                let milter_addr = l.local_addr().unwrap();
+                let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+                let stats_addr = match stats_listen {
+                    Some(a) => {
+                        let sl = tokio::net::TcpListener::bind(a).await.unwrap();
+                        let sa = sl.local_addr().unwrap();
+                        let endpoint = backscatter_milter::http::Endpoint {
+                            runtime: s2.clone(),
+                            milter: backscatter_milter::config::SocketSpec::Inet(milter_addr),
+                            token,
+                        };
+                        tokio::spawn(backscatter_milter::http::serve(sl, endpoint, async {
+                            let _ = stop_http_rx.await;
+                        }));
+                        Some(sa)
+                    }
+                    None => None,
+                };
+                addr_tx.send((milter_addr, stats_addr)).unwrap();
                 let listener = indymilter::EitherListener::<_, tokio::net::UnixListener>::Tcp(
                     backscatter_milter::net::FastTcpListener(l),
                 );
@@ -98,10 +124,13 @@ impl TestMilter {
                 })
                 .await
                 .unwrap();
+                let _ = stop_http_tx.send(());
             });
         });
+        let (addr, stats_addr) = addr_rx.recv().unwrap();
         Self {
-            addr: addr_rx.recv().unwrap(),
+            addr,
+            stats_addr,
             shared,
             stop: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(Some(thread)),
@@ -507,4 +536,35 @@ impl Smtp {
     pub fn send(&mut self, raw: &str) {
         self.w.write_all(raw.as_bytes()).unwrap();
     }
+}
+
+/// A plain HTTP/1.1 GET over a TCP socket: (status code, headers+body text).
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    http_raw(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{}\r\n",
+            token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"))
+        ),
+    )
+}
+
+/// Sends raw bytes as an HTTP request; returns (status code, response text).
+pub fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, body)
 }

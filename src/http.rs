@@ -1,0 +1,333 @@
+//! The only module that speaks HTTP: the stats endpoint for admins.
+//!
+//! hyper 1 (HTTP/1.1 only), because the endpoint serves four GET routes on a
+//! listener it is handed, and needs nothing of a framework but hyper's own limits:
+//! a header-read timeout and a small read buffer. Each connection also has a total
+//! time limit, and connections are capped, so a slow or hostile client cannot tie
+//! up the process or touch the milter path (which shares nothing with it but
+//! atomics and short locks).
+//!
+//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /stats`: JSON snapshot (uptime, mode, thresholds, counters, top sources).
+//! - `GET /healthz`: 200 when the milter socket accepts a connection, else 503.
+//! - `GET /`: a self-contained HTML page (no external assets), refreshing itself.
+//!
+//! With a token configured, every request needs `Authorization: Bearer <token>`
+//! (compared in constant time); 401 otherwise.
+
+use crate::{SharedRuntime, config::SocketSpec};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use subtle::ConstantTimeEq;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::{debug, warn};
+
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// What the endpoint serves.
+pub struct Endpoint {
+    pub runtime: SharedRuntime,
+    /// Where the milter listens (for `/healthz`).
+    pub milter: SocketSpec,
+    /// The bearer token, when one is required.
+    pub token: Option<String>,
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: impl Future<Output = ()>) {
+    let endpoint = Arc::new(endpoint);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("stats: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!("stats: too many connections, dropping {peer}");
+            continue;
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(handle(&endpoint, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => debug!("stats: connection from {peer}: {e}"),
+                Err(_) => debug!("stats: connection from {peer} timed out"),
+                Ok(Ok(())) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(Full::new(body.into()))
+        .expect("a valid response")
+}
+
+async fn handle(e: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(token) = &e.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "401 unauthorized\n");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return r;
+        }
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "405 only GET\n",
+        );
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if declared > 0 || req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            "413 no request bodies\n",
+        );
+    }
+    let rt = e.runtime.current();
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            rt.stats.metrics_text(),
+        ),
+        "/stats" => reply(
+            StatusCode::OK,
+            "application/json",
+            snapshot(&rt).to_string(),
+        ),
+        "/healthz" => {
+            if milter_accepts(&e.milter).await {
+                reply(StatusCode::OK, "text/plain", "ok\n")
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "milter socket not accepting\n",
+                )
+            }
+        }
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page(&snapshot(&rt)),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "404 not found\n"),
+    }
+}
+
+fn snapshot(rt: &crate::Runtime) -> serde_json::Value {
+    let p = &rt.config.verdict.policy;
+    rt.stats.snapshot(
+        &rt.counters,
+        rt.ledger.as_deref(),
+        p.mode,
+        (p.reject_threshold, p.quarantine_threshold, p.tag_threshold),
+    )
+}
+
+async fn milter_accepts(spec: &SocketSpec) -> bool {
+    let attempt = async {
+        match spec {
+            SocketSpec::Inet(a) => {
+                let mut a = *a;
+                if a.ip().is_unspecified() {
+                    a.set_ip(if a.is_ipv4() {
+                        [127, 0, 0, 1].into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                tokio::net::TcpStream::connect(a).await.is_ok()
+            }
+            SocketSpec::Unix(p) => tokio::net::UnixStream::connect(p).await.is_ok(),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or(false)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The page for a person: key numbers, the verdict mix and a chart of judged and
+/// stopped mail per minute, as inline SVG; it reloads itself every 30 seconds.
+pub fn page(s: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut rows = String::new();
+    for (label, value) in [
+        ("Inbound messages", n(&s["messages"]["inbound"])),
+        ("Outbound signed", n(&s["messages"]["outbound_signed"])),
+        (
+            "Outbound not signed",
+            n(&s["messages"]["outbound_unsigned"]),
+        ),
+        ("Bounces", n(&s["inbound_by_kind"]["bounce"])),
+        ("Auto-replies", n(&s["inbound_by_kind"]["autoreply"])),
+        ("Challenges", n(&s["inbound_by_kind"]["challenge"])),
+        ("Rejected (decided)", n(&s["decisions"]["reject"])),
+        ("Quarantined (decided)", n(&s["decisions"]["quarantine"])),
+        ("Errors", n(&s["errors"])),
+    ] {
+        rows.push_str(&format!(
+            "<tr><th>{label}</th><td class=\"num\" data-metric=\"{}\">{value}</td></tr>\n",
+            esc(&label.to_lowercase().replace(' ', "_"))
+        ));
+    }
+    let mut mix = String::new();
+    for a in ["accept", "tag", "quarantine", "reject"] {
+        mix.push_str(&format!(
+            "<li><span class=\"{a}\">{a}</span> <b data-decision=\"{a}\">{}</b></li>",
+            n(&s["decisions"][a])
+        ));
+    }
+    // The chart: one group per minute, judged (grey) and stopped (red).
+    let timeline = s["timeline"].as_array().cloned().unwrap_or_default();
+    let (w, h) = (720.0_f64, 180.0_f64);
+    let max = timeline
+        .iter()
+        .map(|b| n(&b["judged"]))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let slots = 180.0;
+    let bw = w / slots;
+    let now_min = timeline.last().map_or(0, |b| n(&b["minute"]));
+    let mut bars = String::new();
+    for b in &timeline {
+        let age = now_min.saturating_sub(n(&b["minute"])) as f64;
+        let x = w - (age + 1.0) * bw;
+        let jh = n(&b["judged"]) as f64 / max * (h - 20.0);
+        let sh = (n(&b["rejected"]) + n(&b["quarantined"])) as f64 / max * (h - 20.0);
+        bars.push_str(&format!(
+            "<rect class=\"judged\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{jh:.1}\"/><rect class=\"stopped\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{sh:.1}\"/>",
+            h - jh,
+            bw.max(1.0),
+            h - sh,
+            bw.max(1.0)
+        ));
+    }
+    let mut top = String::new();
+    for t in s["top_rejected_sources"]["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        top.push_str(&format!(
+            "<li>{} <b>{}</b></li>",
+            esc(t["source"].as_str().unwrap_or("")),
+            n(&t["count"])
+        ));
+    }
+    for t in s["top_rejected_sources"]["reporting_mtas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        top.push_str(&format!(
+            "<li>{} <b>{}</b></li>",
+            esc(t["source"].as_str().unwrap_or("")),
+            n(&t["count"])
+        ));
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
+<title>backscatter-milter</title>
+<style>
+body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} h1{{font-size:20px}}
+table{{border-collapse:collapse}} th{{text-align:left;padding:2px 12px 2px 0;font-weight:normal}}
+td.num{{text-align:right;font-weight:bold}} ul{{list-style:none;padding:0}} li{{display:inline-block;margin-right:1.5em}}
+.reject{{color:#b00}} .quarantine{{color:#c60}} .tag{{color:#06c}} .accept{{color:#070}}
+svg{{border:1px solid #ccc;background:#fafafa}} .judged{{fill:#bbb}} .stopped{{fill:#c33}}
+</style></head><body>
+<h1>backscatter-milter {version}</h1>
+<p>mode <b id="mode">{mode}</b>, thresholds reject {rt} / quarantine {qt} / tag {tt}, up {uptime} s</p>
+<table id="counters">
+{rows}</table>
+<h2>Verdicts (decided)</h2><ul id="mix">{mix}</ul>
+<h2>Judged and stopped mail per minute, last 3 hours</h2>
+<svg id="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="judged (grey) and stopped (red) messages per minute">{bars}</svg>
+<h2>Top sources of stopped backscatter</h2><ul id="top">{top}</ul>
+</body></html>
+"#,
+        version = esc(s["version"].as_str().unwrap_or("")),
+        mode = esc(s["mode"].as_str().unwrap_or("")),
+        rt = s["thresholds"]["reject"],
+        qt = s["thresholds"]["quarantine"],
+        tt = s["thresholds"]["tag"],
+        uptime = n(&s["uptime_seconds"]),
+    )
+}
+
+/// Reads the bearer token: the first line of the file, which group and others must
+/// not be able to read.
+pub fn load_token(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o066 != 0 {
+        return Err(format!(
+            "{} is readable or writable by group or others (mode {mode:04o}); run chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.len() < 16 {
+        return Err(format!(
+            "{}: the token must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
