@@ -371,3 +371,60 @@ fn page_renders_in_headless_chromium() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// Every metric the shipped Grafana dashboard queries exists in the exposition.
+#[test]
+fn grafana_dashboard_uses_real_metrics() {
+    use backscatter_milter::{Counters, ledger::FileLedger, stats::Stats};
+    use std::sync::Arc;
+    let ledger: Arc<dyn backscatter_milter::ledger::Ledger> = Arc::new(FileLedger::memory(10, 10));
+    let s = Stats::new(Arc::new(Counters::default()), Some(ledger));
+    s.outbound(None);
+    s.outbound(Some("srs"));
+    s.tag("valid");
+    s.processing_time(0.001);
+    let v = backscatter_milter::verdict::decide(
+        &backscatter_milter::verdict::Evidence {
+            kind: backscatter_milter::dsn::Kind::Bounce,
+            valid_tag: false,
+            our_signature: false,
+            ledger_hit: false,
+            original_sender_tagged: false,
+            our_relay: false,
+            bad_tag: None,
+            untagged: true,
+            signing_mature: true,
+            original_present: true,
+            bad_source: false,
+        },
+        &Default::default(),
+    );
+    s.inbound(
+        backscatter_milter::dsn::Kind::Bounce,
+        &v,
+        [backscatter_milter::dsn::Status::new(5, 1, 1)].into_iter(),
+        None,
+        None,
+    );
+    let text = s.metrics_text();
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana/backscatter-milter.json"
+    ))
+    .unwrap();
+    let re = regex::Regex::new(r"backscatter_[a-z_]+").unwrap();
+    let mut n = 0;
+    for m in re.find_iter(&dash) {
+        let name = m.as_str();
+        if name == "backscatter_milter" {
+            continue; // the dashboard's title and uid
+        }
+        n += 1;
+        assert!(
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name)),
+            "{name} is not exported:\n{text}"
+        );
+    }
+    assert!(n >= 12, "{n}");
+}
