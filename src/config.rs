@@ -809,12 +809,11 @@ fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
         let t = line.trim();
         if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
             current = name.trim().to_string();
-        } else if current == table {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim() == key {
-                    return Some(n + 1);
-                }
-            }
+        } else if current == table
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return Some(n + 1);
         }
     }
     None

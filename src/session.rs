@@ -227,10 +227,10 @@ impl Session {
     /// One header. Past the caps the header is not kept, but ours is still counted
     /// so every forged copy is removed.
     pub fn header(&mut self, name: &str, value: &[u8]) {
-        if let Some(trigger) = PANIC_ON_HEADER.get() {
-            if name.eq_ignore_ascii_case(trigger) {
-                panic!("test-triggered panic on header {name}");
-            }
+        if let Some(trigger) = PANIC_ON_HEADER.get()
+            && name.eq_ignore_ascii_case(trigger)
+        {
+            panic!("test-triggered panic on header {name}");
         }
         let limits = &self.rt.config.limits;
         let ours = name.eq_ignore_ascii_case(&self.rt.config.milter.header_name);
@@ -378,13 +378,13 @@ impl Session {
                 let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
                 plan.change_sender = Some((format!("<{tagged}>"), args));
                 value.push_str("; signed=yes");
-                if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id) {
-                    if let Err(e) = ledger.record(id, now) {
-                        tracing::error!(
-                            "{}: cannot record in the ledger: {e}",
-                            msg.queue_id.as_deref().unwrap_or("NOQUEUE")
-                        );
-                    }
+                if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id)
+                    && let Err(e) = ledger.record(id, now)
+                {
+                    tracing::error!(
+                        "{}: cannot record in the ledger: {e}",
+                        msg.queue_id.as_deref().unwrap_or("NOQUEUE")
+                    );
                 }
                 rt.stats.outbound(None);
                 "direction=outbound signed=yes".to_string()
@@ -439,10 +439,11 @@ impl Session {
             self.client_addr,
             analysis.reporting_mta.as_deref(),
         );
-        if v.judged && v.decided >= Action::Quarantine {
-            if let Some(ip) = self.client_addr {
-                rt.reputation.record_bad(ip, now);
-            }
+        if v.judged
+            && v.decided >= Action::Quarantine
+            && let Some(ip) = self.client_addr
+        {
+            rt.reputation.record_bad(ip, now);
         }
         if analysis.kind != crate::dsn::Kind::Other {
             value.push_str(&format!("; kind={}", analysis.kind.as_str()));

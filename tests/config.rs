@@ -32,12 +32,13 @@ fn shipped_config_is_the_documented_defaults() {
             if !value.is_empty() && !rest.starts_with("loopback") {
                 pending = Some(value.trim_matches('"').to_string());
             }
-        } else if !line.starts_with('#') && line.contains('=') {
-            if let Some(v) = pending.take() {
-                let set = line.split_once('=').unwrap().1.trim().trim_matches('"');
-                assert_eq!(set, v, "documented default differs in: {line}");
-                checked += 1;
-            }
+        } else if !line.starts_with('#')
+            && line.contains('=')
+            && let Some(v) = pending.take()
+        {
+            let set = line.split_once('=').unwrap().1.trim().trim_matches('"');
+            assert_eq!(set, v, "documented default differs in: {line}");
+            checked += 1;
         }
     }
     assert!(checked >= 15, "only {checked} documented defaults found");

@@ -52,13 +52,13 @@ fn check(expected: &str, base: &Path) -> usize {
                 failures.push(format!("{file}: recipients {got:?} != {want_r:?}"));
             }
         }
-        if let Some(want) = f.get(4).filter(|s| !s.is_empty()) {
-            if a.original.message_id.as_deref() != Some(*want) {
-                failures.push(format!(
-                    "{file}: original Message-ID {:?} != {want}",
-                    a.original.message_id
-                ));
-            }
+        if let Some(want) = f.get(4).filter(|s| !s.is_empty())
+            && a.original.message_id.as_deref() != Some(*want)
+        {
+            failures.push(format!(
+                "{file}: original Message-ID {:?} != {want}",
+                a.original.message_id
+            ));
         }
     }
     assert!(

@@ -156,10 +156,10 @@ fn strip_mbox_line(raw: &[u8]) -> &[u8] {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(raw.len());
     let raw = &raw[start..];
-    if raw.starts_with(b"From ") {
-        if let Some(n) = raw.iter().position(|&b| b == b'\n') {
-            return &raw[n + 1..];
-        }
+    if raw.starts_with(b"From ")
+        && let Some(n) = raw.iter().position(|&b| b == b'\n')
+    {
+        return &raw[n + 1..];
     }
     raw
 }
@@ -322,19 +322,18 @@ fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
         top.from_name = a.name().unwrap_or("").to_string();
     }
     let raw = |n: &str| msg.header_raw(n).map(|v| v.trim().to_ascii_lowercase());
-    if let Some(rp) = raw("Return-Path") {
-        if rp.trim_matches(['<', '>', ' ']).is_empty() || rp.contains("mailer-daemon") {
-            top.null_sender = true;
-        }
+    if let Some(rp) = raw("Return-Path")
+        && (rp.trim_matches(['<', '>', ' ']).is_empty() || rp.contains("mailer-daemon"))
+    {
+        top.null_sender = true;
     }
-    if let Some(ct) = msg.root_part().content_type() {
-        if ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
-        {
-            top.report_type = ct.attribute("report-type").map(|r| r.to_ascii_lowercase());
-        }
+    if let Some(ct) = msg.root_part().content_type()
+        && ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    {
+        top.report_type = ct.attribute("report-type").map(|r| r.to_ascii_lowercase());
     }
     top.auto_submitted = raw("Auto-Submitted");
     top.precedence = raw("Precedence");
@@ -401,15 +400,14 @@ fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
             .unwrap_or_else(|| ("text".into(), "plain".into()));
         match (ctype.as_str(), sub.as_str(), &part.body) {
             (_, _, PartType::Multipart(_)) => {}
-            (_, _, PartType::Message(m)) => {
-                if out.original.is_none() {
+            (_, _, PartType::Message(m))
+                if out.original.is_none() => {
                     let (fields, ended) =
                         original::header_fields(&lossy(m.raw_message()), limits.max_headers);
                     if !fields.is_empty() {
                         out.original = Some(Original::from_fields(Source::Rfc822, fields, !ended));
                     }
                 }
-            }
             ("message", "delivery-status" | "global-delivery-status", _) => {
                 out.dsn
                     .get_or_insert_with(String::new)
@@ -417,8 +415,8 @@ fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
             }
             ("message", "feedback-report", _) => out.feedback = true,
             ("message", "disposition-notification", _) => out.mdn = true,
-            ("text", "rfc822-headers", _) | ("message", "rfc822-headers", _) => {
-                if out.original.is_none() {
+            ("text", "rfc822-headers", _) | ("message", "rfc822-headers", _)
+                if out.original.is_none() => {
                     let (fields, _) =
                         original::header_fields(&lossy(part.contents()), limits.max_headers);
                     if Original::is_plausible(&fields) {
@@ -426,32 +424,28 @@ fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
                             Some(Original::from_fields(Source::Rfc822Headers, fields, true));
                     }
                 }
-            }
-            ("message", "rfc822" | "global", _) => {
+            ("message", "rfc822" | "global", _)
                 // A message part mail-parser could not parse: read what headers it has.
-                if out.original.is_none() {
+                if out.original.is_none() => {
                     let (fields, ended) =
                         original::header_fields(&lossy(part.contents()), limits.max_headers);
                     if Original::is_plausible(&fields) {
                         out.original = Some(Original::from_fields(Source::Rfc822, fields, !ended));
                     }
                 }
-            }
             ("text", "html", _) => {
-                if out.html.len() < limits.max_text {
-                    if let Some(t) = part.text_contents() {
+                if out.html.len() < limits.max_text
+                    && let Some(t) = part.text_contents() {
                         out.html.push_str(&strip_html(t));
                         out.html.push('\n');
                     }
-                }
             }
             ("text", _, _) => {
-                if out.text.len() < limits.max_text {
-                    if let Some(t) = part.text_contents() {
+                if out.text.len() < limits.max_text
+                    && let Some(t) = part.text_contents() {
                         out.text.push_str(t);
                         out.text.push('\n');
                     }
-                }
             }
             _ => {}
         }
@@ -476,11 +470,11 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     }
     // The report's own text: cut where a quoted original starts.
     let mut text = cut(&parts.text, limits.max_text).to_string();
-    if parts.original.is_none() {
-        if let Some((start, o)) = original::inline(&text, limits.max_headers) {
-            parts.original = Some(o);
-            text.truncate(start);
-        }
+    if parts.original.is_none()
+        && let Some((start, o)) = original::inline(&text, limits.max_headers)
+    {
+        parts.original = Some(o);
+        text.truncate(start);
     }
     let lower = text.to_lowercase();
     if parts.dsn.is_none() {

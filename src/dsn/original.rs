@@ -198,10 +198,10 @@ pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
     let lower = text.to_lowercase();
     let mut candidates: Vec<usize> = Vec::new();
     for m in MARKERS {
-        if let Some(p) = lower.find(m) {
-            if lower.len() == text.len() {
-                candidates.push(p);
-            }
+        if let Some(p) = lower.find(m)
+            && lower.len() == text.len()
+        {
+            candidates.push(p);
         }
     }
     candidates.sort_unstable();

@@ -610,6 +610,53 @@ pub fn remote_mta_in(text: &str) -> Option<String> {
     REMOTE_HOST.captures(text).map(|c| c[1].to_string())
 }
 
+static SES_TYPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""notificationType"\s*:\s*"(\w+)""#).unwrap());
+static SES_RCPT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"\{[^{}]*"emailAddress"\s*:\s*"([^"]+)"[^{}]*\}"#).unwrap());
+static SES_STATUS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""status"\s*:\s*"([^"]+)""#).unwrap());
+static SES_DIAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""diagnosticCode"\s*:\s*"([^"]+)""#).unwrap());
+static SES_DELIVERED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""recipients"\s*:\s*\[([^\]]*)\]"#).unwrap());
+
+/// An Amazon SES notification (JSON, often inside an SNS envelope).
+pub struct SesNotice {
+    /// Bounce, Delivery or Complaint.
+    pub kind: String,
+    pub recipients: Vec<(String, Option<Status>, Option<String>)>,
+}
+
+pub fn ses_notification(text: &str) -> Option<SesNotice> {
+    if !text.contains("notificationType") {
+        return None;
+    }
+    let t = text.replace("\\\"", "\"").replace("\n ", "");
+    let kind = SES_TYPE.captures(&t)?[1].to_string();
+    let mut recipients = Vec::new();
+    for c in SES_RCPT.captures_iter(&t) {
+        let obj = c.get(0).map_or("", |m| m.as_str());
+        let status = SES_STATUS
+            .captures(obj)
+            .and_then(|s| s[1].parse::<Status>().ok());
+        let diag = SES_DIAG.captures(obj).map(|d| d[1].to_string());
+        recipients.push((c[1].to_string(), status, diag));
+    }
+    if recipients.is_empty()
+        && kind == "Delivery"
+        && let Some(list) = SES_DELIVERED.captures(&t)
+    {
+        for a in list[1].split(',') {
+            let a = a.trim().trim_matches('"');
+            if a.contains('@') {
+                recipients.push((a.to_string(), Some(Status::new(2, 0, 0)), None));
+            }
+        }
+    }
+    Some(SesNotice { kind, recipients })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,50 +718,4 @@ mod tests {
             vec!["you@there.example"]
         );
     }
-}
-
-static SES_TYPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""notificationType"\s*:\s*"(\w+)""#).unwrap());
-static SES_RCPT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"\{[^{}]*"emailAddress"\s*:\s*"([^"]+)"[^{}]*\}"#).unwrap());
-static SES_STATUS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""status"\s*:\s*"([^"]+)""#).unwrap());
-static SES_DIAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""diagnosticCode"\s*:\s*"([^"]+)""#).unwrap());
-static SES_DELIVERED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""recipients"\s*:\s*\[([^\]]*)\]"#).unwrap());
-
-/// An Amazon SES notification (JSON, often inside an SNS envelope).
-pub struct SesNotice {
-    /// Bounce, Delivery or Complaint.
-    pub kind: String,
-    pub recipients: Vec<(String, Option<Status>, Option<String>)>,
-}
-
-pub fn ses_notification(text: &str) -> Option<SesNotice> {
-    if !text.contains("notificationType") {
-        return None;
-    }
-    let t = text.replace("\\\"", "\"").replace("\n ", "");
-    let kind = SES_TYPE.captures(&t)?[1].to_string();
-    let mut recipients = Vec::new();
-    for c in SES_RCPT.captures_iter(&t) {
-        let obj = c.get(0).map_or("", |m| m.as_str());
-        let status = SES_STATUS
-            .captures(obj)
-            .and_then(|s| s[1].parse::<Status>().ok());
-        let diag = SES_DIAG.captures(obj).map(|d| d[1].to_string());
-        recipients.push((c[1].to_string(), status, diag));
-    }
-    if recipients.is_empty() && kind == "Delivery" {
-        if let Some(list) = SES_DELIVERED.captures(&t) {
-            for a in list[1].split(',') {
-                let a = a.trim().trim_matches('"');
-                if a.contains('@') {
-                    recipients.push((a.to_string(), Some(Status::new(2, 0, 0)), None));
-                }
-            }
-        }
-    }
-    Some(SesNotice { kind, recipients })
 }
