@@ -279,3 +279,76 @@ fn secrets_never_appear_in_logs_or_stats() {
         }
     }
 }
+
+/// Key rotation: a new first key signs after SIGHUP; tags of the old key still verify.
+#[test]
+fn key_rotation_on_sighup() {
+    if !postfix_available() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let sock = dir.path().join("m.sock");
+    let cfg = dir.path().join("milter.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[milter]\nsocket = \"unix:{}\"\nsocket_mode = \"0666\"\n{}\n[ledger]\nstate_dir = \"{}\"\n",
+            sock.display(),
+            common::batv_config(dir.path(), "trusted_networks = []"),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("milter.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let rig = Rig::start(
+        &format!("unix:{}", sock.display()),
+        &[
+            (
+                "recipient_canonical_maps",
+                concat!(
+                    "regexp:",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/contrib/postfix/batv-recipient.regexp"
+                ),
+            ),
+            ("recipient_canonical_classes", "envelope_recipient"),
+        ],
+    );
+    let send = |to: &str| {
+        let (ok, t) = rig.swaks_port(
+            rig.submission_port,
+            &["--from", "user@example.org", "--to", to],
+        );
+        assert!(ok, "{t}");
+    };
+    send("before@remote.example");
+    let keys = dir.path().join("batv.keys");
+    let new_key = backscatter_milter::batv::keygen(2).unwrap();
+    fs::write(&keys, format!("{new_key}\n{}\n", common::TEST_KEY)).unwrap();
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("configuration reloaded", 1);
+    assert!(daemon.log().contains("(2 BATV key(s))"), "{}", daemon.log());
+    send("after@remote.example");
+    let got = rig.wait_delivered(2);
+    let from = |rcpt: &str| {
+        got.iter()
+            .find(|m| m.rcpts == [format!("<{rcpt}>")])
+            .unwrap()
+            .mail_from
+            .trim_matches(['<', '>'])
+            .to_string()
+    };
+    let (old, new) = (from("before@remote.example"), from("after@remote.example"));
+    assert!(old.starts_with("prvs=1"), "{old}");
+    assert!(new.starts_with("prvs=2"), "{new}");
+    // Bounces to both tags are delivered; the new key never reached the log.
+    for tag in [&old, &new] {
+        let (ok, t) = rig.swaks(&["--from", "<>", "--to", tag]);
+        assert!(ok, "{tag}: {t}");
+    }
+    rig.wait_delivered(4);
+    assert!(!daemon.log().contains(new_key.split(' ').nth(1).unwrap()));
+}

@@ -232,3 +232,43 @@ fn malformed_inputs_never_panic() {
     assert_eq!(a.kind, Kind::Bounce);
     assert_eq!(a.recipients[0].status.unwrap().to_string(), "5.1.1");
 }
+
+mod mutated {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seeds() -> Vec<Vec<u8>> {
+        [
+            "own/bounce-of-bounce.eml",
+            "own/postfix-headers-only.eml",
+            "own/challenge-tmda.eml",
+            "corpus/sisimai/maildir/bsd/lhost-exim-01.eml",
+            "corpus/sisimai/maildir/bsd/lhost-qmail-01.eml",
+        ]
+        .iter()
+        .map(|f| std::fs::read(Path::new(FIXTURES).join(f)).unwrap())
+        .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Real bounces with random bytes overwritten, inserted and cut: a defined
+        /// result every time, never a panic.
+        #[test]
+        fn mutated_bounces_never_panic(seed in 0usize..5, edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..40), cut in any::<usize>()) {
+            let mut m = seeds()[seed].clone();
+            for (pos, byte, op) in edits {
+                let p = pos % (m.len() + 1);
+                match op {
+                    0 if p < m.len() => m[p] = byte,
+                    1 => m.insert(p, byte),
+                    _ if p < m.len() => { m.remove(p); }
+                    _ => {}
+                }
+            }
+            m.truncate(cut % (m.len() + 1));
+            let a = dsn::analyze(&m, Some(""), &Limits::default());
+            prop_assert!(a.recipients.len() <= Limits::default().max_recipients);
+        }
+    }
+}

@@ -358,3 +358,70 @@ fn the_ledger_survives_a_milter_restart() {
     );
     drop(milter);
 }
+
+/// `on_invalid_tag = "record"`: a bad tag passes RCPT and the verdict rejects it at
+/// end of message; forged signature headers from outside are removed.
+#[test]
+fn recorded_bad_tags_and_forged_signature_headers() {
+    if !postfix_available() {
+        return;
+    }
+    let dir = temp_dir();
+    let cfg = format!(
+        "{}\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n",
+        batv_config(
+            dir.path(),
+            "trusted_networks = []\non_invalid_tag = \"record\""
+        ),
+        dir.path().join("state").display()
+    );
+    let milter = TestMilter::start(&cfg);
+    let rig = Rig::start(
+        &milter.socket(),
+        &[
+            (
+                "recipient_canonical_maps",
+                concat!(
+                    "regexp:",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/contrib/postfix/batv-recipient.regexp"
+                ),
+            ),
+            ("recipient_canonical_classes", "envelope_recipient"),
+        ],
+    );
+    let expired = batv::sign(&test_keys(), "user@example.org", batv::today() - 30, 7).unwrap();
+    let mut smtp = common::Smtp::connect(rig.smtp_port);
+    smtp.cmd("EHLO remote.example");
+    assert!(smtp.cmd("MAIL FROM:<>").starts_with("250"));
+    let r = smtp.cmd(&format!("RCPT TO:<{expired}>"));
+    assert!(r.starts_with("250"), "recorded, not refused at RCPT: {r}");
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    let r = smtp.cmd("Subject: Undelivered Mail Returned to Sender\r\nFrom: MAILER-DAEMON@remote.example\r\n\r\nThis is the mail system at host remote.example.\r\n.");
+    assert!(
+        r.starts_with("550 5.7.1") && r.contains("return address tag is invalid"),
+        "{r}"
+    );
+    smtp.cmd("QUIT");
+    // Ordinary inbound mail carrying a forged signature header: removed.
+    let (ok, t) = rig.swaks(&[
+        "--from",
+        "friend@remote.example",
+        "--to",
+        "user@example.org",
+        "--header",
+        "X-Backscatter-Sig: v=1; k=1; m=0011223344556677",
+    ]);
+    assert!(ok, "{t}");
+    let got = rig.wait_delivered(1);
+    assert!(
+        got[0].header("X-Backscatter-Sig").is_empty(),
+        "{}",
+        got[0].content
+    );
+    assert_eq!(
+        got[0].header("X-Backscatter"),
+        vec!["null-sender=no; rcpts=1"]
+    );
+    drop(milter);
+}

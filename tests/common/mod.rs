@@ -63,11 +63,22 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// The milter, in-process, on 127.0.0.1:0; stopped on drop.
 pub struct TestMilter {
     pub addr: SocketAddr,
+    spec: String,
     /// The stats endpoint, when the config sets `[stats] listen` (port 0 allowed).
     pub stats_addr: Option<SocketAddr>,
     pub shared: SharedRuntime,
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// How the in-process milter listens.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// TCP with TCP_NODELAY and TCP_QUICKACK (what the daemon uses).
+    Tcp(SocketAddr),
+    /// TCP as tokio gives it (Nagle and delayed ACKs on), for comparison.
+    PlainTcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 impl TestMilter {
@@ -77,6 +88,10 @@ impl TestMilter {
 
     /// Starts on a given address (to restart a milter where Postfix expects it).
     pub fn start_at(config_text: &str, bind: SocketAddr) -> Self {
+        Self::start_on(config_text, Transport::Tcp(bind))
+    }
+
+    pub fn start_on(config_text: &str, transport: Transport) -> Self {
         let config = Config::parse(config_text, "test").expect("test config");
         let stats_listen = config.stats.listen;
         let token = config
@@ -96,8 +111,27 @@ impl TestMilter {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let l = tokio::net::TcpListener::bind(bind).await.unwrap();
-                let milter_addr = l.local_addr().unwrap();
+                let (tcp, unix) = match &transport {
+                    Transport::Tcp(a) | Transport::PlainTcp(a) => {
+                        (Some(tokio::net::TcpListener::bind(a).await.unwrap()), None)
+                    }
+                    Transport::Unix(p) => {
+                        let _ = std::fs::remove_file(p);
+                        let l = tokio::net::UnixListener::bind(p).unwrap();
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666))
+                            .unwrap();
+                        (None, Some(l))
+                    }
+                };
+                let milter_addr = tcp.as_ref().map_or_else(
+                    || "127.0.0.1:0".parse().unwrap(),
+                    |l| l.local_addr().unwrap(),
+                );
+                let milter_spec = match &transport {
+                    Transport::Unix(p) => backscatter_milter::config::SocketSpec::Unix(p.clone()),
+                    _ => backscatter_milter::config::SocketSpec::Inet(milter_addr),
+                };
                 let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
                 let stats_addr = match stats_listen {
                     Some(a) => {
@@ -105,7 +139,7 @@ impl TestMilter {
                         let sa = sl.local_addr().unwrap();
                         let endpoint = backscatter_milter::http::Endpoint {
                             runtime: s2.clone(),
-                            milter: backscatter_milter::config::SocketSpec::Inet(milter_addr),
+                            milter: milter_spec.clone(),
                             token,
                         };
                         tokio::spawn(backscatter_milter::http::serve(sl, endpoint, async {
@@ -115,21 +149,33 @@ impl TestMilter {
                     }
                     None => None,
                 };
-                addr_tx.send((milter_addr, stats_addr)).unwrap();
-                let listener = indymilter::EitherListener::<_, tokio::net::UnixListener>::Tcp(
-                    backscatter_milter::net::FastTcpListener(l),
-                );
-                backscatter_milter::run(listener, s2, async {
+                addr_tx
+                    .send((milter_addr, stats_addr, milter_spec.to_string()))
+                    .unwrap();
+                let stop = async {
                     let _ = rx.await;
-                })
-                .await
+                };
+                match (transport, tcp, unix) {
+                    (Transport::Tcp(_), Some(l), _) => {
+                        backscatter_milter::run(
+                            backscatter_milter::net::FastTcpListener(l),
+                            s2,
+                            stop,
+                        )
+                        .await
+                    }
+                    (_, Some(l), _) => backscatter_milter::run(l, s2, stop).await,
+                    (_, _, Some(l)) => backscatter_milter::run(l, s2, stop).await,
+                    _ => unreachable!(),
+                }
                 .unwrap();
                 let _ = stop_http_tx.send(());
             });
         });
-        let (addr, stats_addr) = addr_rx.recv().unwrap();
+        let (addr, stats_addr, spec) = addr_rx.recv().unwrap();
         Self {
             addr,
+            spec,
             stats_addr,
             shared,
             stop: std::sync::Mutex::new(Some(tx)),
@@ -137,8 +183,13 @@ impl TestMilter {
         }
     }
 
+    /// The socket in Postfix's notation.
     pub fn socket(&self) -> String {
-        format!("inet:{}", self.addr)
+        self.spec.clone()
+    }
+
+    pub fn socket_ref(&self) -> &str {
+        &self.spec
     }
 
     /// Stops serving now (idempotent); the port closes.
