@@ -256,20 +256,10 @@ pub fn page(s: &serde_json::Value) -> String {
         ));
     }
     let mut top = String::new();
-    for t in s["top_rejected_sources"]["ips"]
-        .as_array()
+    let sources = &s["top_rejected_sources"];
+    for t in [&sources["ips"], &sources["reporting_mtas"]]
         .into_iter()
-        .flatten()
-    {
-        top.push_str(&format!(
-            "<li>{} <b>{}</b></li>",
-            esc(t["source"].as_str().unwrap_or("")),
-            n(&t["count"])
-        ));
-    }
-    for t in s["top_rejected_sources"]["reporting_mtas"]
-        .as_array()
-        .into_iter()
+        .filter_map(|v| v.as_array())
         .flatten()
     {
         top.push_str(&format!(

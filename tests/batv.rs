@@ -19,15 +19,8 @@ const REGEXP: &str = concat!(
 /// table so Postfix really checks recipients of example.org.
 fn main_cf() -> Vec<(&'static str, &'static str)> {
     vec![
-        (
-            "recipient_canonical_maps",
-            concat!(
-                "regexp:",
-                env!("CARGO_MANIFEST_DIR"),
-                "/contrib/postfix/batv-recipient.regexp"
-            ),
-        ),
-        ("recipient_canonical_classes", "envelope_recipient"),
+        common::BATV_MAIN_CF[0],
+        common::BATV_MAIN_CF[1],
         (
             "relay_recipient_maps",
             "inline:{ user@example.org=OK, other@example.org=OK, @remote.example=OK, @partner.example=OK }",

@@ -302,20 +302,7 @@ fn key_rotation_on_sighup() {
     .unwrap();
     let log = dir.path().join("milter.log");
     let daemon = Daemon::start(&cfg, &log);
-    let rig = Rig::start(
-        &format!("unix:{}", sock.display()),
-        &[
-            (
-                "recipient_canonical_maps",
-                concat!(
-                    "regexp:",
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/contrib/postfix/batv-recipient.regexp"
-                ),
-            ),
-            ("recipient_canonical_classes", "envelope_recipient"),
-        ],
-    );
+    let rig = Rig::start(&format!("unix:{}", sock.display()), &common::BATV_MAIN_CF);
     let send = |to: &str| {
         let (ok, t) = rig.swaks_port(
             rig.submission_port,

@@ -78,20 +78,7 @@ fn world(verdict: &str) -> World {
         state.display()
     );
     let milter = TestMilter::start(&cfg);
-    let rig = Rig::start(
-        &milter.socket(),
-        &[
-            (
-                "recipient_canonical_maps",
-                concat!(
-                    "regexp:",
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/contrib/postfix/batv-recipient.regexp"
-                ),
-            ),
-            ("recipient_canonical_classes", "envelope_recipient"),
-        ],
-    );
+    let rig = Rig::start(&milter.socket(), &common::BATV_MAIN_CF);
     World {
         dir,
         milter,
@@ -376,20 +363,7 @@ fn recorded_bad_tags_and_forged_signature_headers() {
         dir.path().join("state").display()
     );
     let milter = TestMilter::start(&cfg);
-    let rig = Rig::start(
-        &milter.socket(),
-        &[
-            (
-                "recipient_canonical_maps",
-                concat!(
-                    "regexp:",
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/contrib/postfix/batv-recipient.regexp"
-                ),
-            ),
-            ("recipient_canonical_classes", "envelope_recipient"),
-        ],
-    );
+    let rig = Rig::start(&milter.socket(), &common::BATV_MAIN_CF);
     let expired = batv::sign(&test_keys(), "user@example.org", batv::today() - 30, 7).unwrap();
     let mut smtp = common::Smtp::connect(rig.smtp_port);
     smtp.cmd("EHLO remote.example");

@@ -619,3 +619,16 @@ pub fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
         .map_or(String::new(), |(_, b)| b.to_string());
     (code, body)
 }
+
+/// The BATV lines of contrib/postfix/main.cf, pointing at the shipped regexp map.
+pub const BATV_MAIN_CF: [(&str, &str); 2] = [
+    (
+        "recipient_canonical_maps",
+        concat!(
+            "regexp:",
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/postfix/batv-recipient.regexp"
+        ),
+    ),
+    ("recipient_canonical_classes", "envelope_recipient"),
+];
