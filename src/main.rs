@@ -283,6 +283,7 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match config.log.format {
         LogFormat::Text => builder.init(),
@@ -322,11 +323,14 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
             }
         };
         info!(
-            "listening on {} (header {}, BATV signing {}, mode {:?})",
+            "listening on {} (header {}, BATV signing {}, mode {})",
             m.socket,
             m.header_name,
             if rt.keys.is_some() { "on" } else { "off" },
-            rt.config.verdict.policy.mode
+            match rt.config.verdict.policy.mode {
+                backscatter_milter::verdict::Mode::Observe => "observe",
+                backscatter_milter::verdict::Mode::Enforce => "enforce",
+            }
         );
         let shared = SharedRuntime::new(rt);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -176,7 +176,7 @@ impl Collector for Live {
         let build = ConstGauge::new(1i64);
         let mut e = enc.encode_descriptor(
             "backscatter_build_info",
-            "Build information.",
+            "Build information",
             None,
             build.metric_type(),
         )?;
@@ -192,50 +192,50 @@ impl Collector for Live {
         gauge(
             &mut enc,
             "backscatter_milter_connections",
-            "Open milter connections.",
+            "Open milter connections",
             c.connections_open.load(Relaxed) as i64,
         )?;
         gauge(
             &mut enc,
             "backscatter_messages_in_flight",
-            "Messages between MAIL and end of message.",
+            "Messages between MAIL and end of message",
             c.messages_in_flight.load(Relaxed) as i64,
         )?;
         counter(
             &mut enc,
             "backscatter_errors",
-            "Internal errors (panics caught, failed milter actions).",
+            "Internal errors (panics caught, failed milter actions)",
             c.errors.load(Relaxed),
         )?;
         counter(
             &mut enc,
             "backscatter_tempfails",
-            "Messages tempfailed because of an internal error.",
+            "Messages tempfailed because of an internal error",
             c.tempfails.load(Relaxed),
         )?;
         counter(
             &mut enc,
             "backscatter_truncated",
-            "Messages decided on what was seen after a size cap.",
+            "Messages decided on what was seen after a size cap",
             c.truncated.load(Relaxed),
         )?;
         if let Some(l) = &self.ledger {
             gauge(
                 &mut enc,
                 "backscatter_ledger_entries",
-                "Message-IDs in the sent-message ledger.",
+                "Message-IDs in the sent-message ledger",
                 l.len() as i64,
             )?;
             counter(
                 &mut enc,
                 "backscatter_ledger_hits",
-                "Ledger lookups that found a Message-ID.",
+                "Ledger lookups that found a Message-ID",
                 l.hits(),
             )?;
             counter(
                 &mut enc,
                 "backscatter_ledger_misses",
-                "Ledger lookups that found nothing.",
+                "Ledger lookups that found nothing",
                 l.misses(),
             )?;
         }
@@ -278,48 +278,52 @@ impl Stats {
         };
         registry.register(
             "backscatter_messages",
-            "Messages seen, by direction.",
+            "Messages seen, by direction",
             s.messages.clone(),
         );
         registry.register(
             "backscatter_outbound_unsigned",
-            "Outbound messages not signed, by reason.",
+            "Outbound messages not signed, by reason",
             s.unsigned.clone(),
         );
         registry.register(
             "backscatter_inbound",
-            "Inbound messages, by kind.",
+            "Inbound messages, by kind",
             s.inbound.clone(),
         );
         registry.register(
             "backscatter_tags",
-            "BATV tag results on recipients of our domains.",
+            "BATV tag results on recipients of our domains",
             s.tags.clone(),
         );
         registry.register(
             "backscatter_verdicts",
-            "Actions applied, by mode.",
+            "Actions applied, by mode",
             s.verdicts.clone(),
         );
-        registry.register("backscatter_decisions", "Actions decided (what enforce mode applies; in observe mode, what it would have done).", s.decisions.clone());
+        registry.register(
+            "backscatter_decisions",
+            "Actions decided (what enforce mode applies; in observe mode, what it would have done)",
+            s.decisions.clone(),
+        );
         registry.register(
             "backscatter_verdict_reasons",
-            "Evidence behind verdicts, by reason.",
+            "Evidence behind verdicts, by reason",
             s.reasons.clone(),
         );
         registry.register(
             "backscatter_bounce_status",
-            "RFC 3463 status classes of inbound reports.",
+            "RFC 3463 status classes of inbound reports",
             s.statuses.clone(),
         );
         registry.register(
             "backscatter_config_reloads",
-            "Successful configuration reloads.",
+            "Successful configuration reloads",
             s.reloads.clone(),
         );
         registry.register(
             "backscatter_processing_seconds",
-            "Time to decide at end of message.",
+            "Time to decide at end of message",
             s.duration.clone(),
         );
 
