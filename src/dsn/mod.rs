@@ -470,21 +470,28 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     }
     // The report's own text: cut where a quoted original starts.
     let mut text = cut(&parts.text, limits.max_text).to_string();
-    if parts.original.is_none()
-        && let Some((start, o)) = original::inline(&text, limits.max_headers)
-    {
-        parts.original = Some(o);
-        text.truncate(start);
-    }
-    let lower = text.to_lowercase();
     if parts.dsn.is_none() {
         // RFC 3464 fields pasted into the text (some Sendmail and Notes versions).
+        let lower = text.to_lowercase();
         if let Some(i) = lower.find("\nfinal-recipient:") {
             let start = lower[..i].rfind("\nreporting-mta:").unwrap_or(i);
             // `lower` and `text` differ in length only for rare characters.
             parts.dsn = text.get(start..).map(str::to_string);
         }
     }
+    if parts.original.is_none()
+        && let Some(q) = original::inline(&text, limits.max_headers)
+    {
+        parts.original = Some(q.original);
+        if q.after_marker {
+            // Everything from here on is the returned message.
+            text.truncate(q.start);
+        } else {
+            // A header summary inside the report: leave out just the block.
+            text.replace_range(q.start..q.end, "");
+        }
+    }
+    let lower = text.to_lowercase();
     let p = text::phrases(&top.subject, &lower);
     let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
 

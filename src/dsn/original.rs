@@ -194,7 +194,18 @@ fn unquote(block: &str) -> String {
 
 /// Headers quoted in the text: after a marker, else the first header-like block.
 /// Returns where the quoted headers start (a byte offset) and what they say.
-pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
+/// Headers quoted in a report's text, and where.
+pub struct Quoted {
+    /// Byte offsets of the header block.
+    pub start: usize,
+    pub end: usize,
+    /// Found after a marker such as "This is a copy of the message": everything
+    /// from `start` on is the original (headers and body).
+    pub after_marker: bool,
+    pub original: Original,
+}
+
+pub fn inline(text: &str, max_headers: usize) -> Option<Quoted> {
     let lower = text.to_lowercase();
     let mut candidates: Vec<usize> = Vec::new();
     for m in MARKERS {
@@ -210,7 +221,8 @@ pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
         let after = text[start..]
             .find('\n')
             .map_or(text.len(), |n| start + n + 1);
-        if let Some(found) = scan(text, after, max_headers, 40, false) {
+        if let Some(mut found) = scan(text, after, max_headers, 40, false) {
+            found.after_marker = true;
             return Some(found);
         }
     }
@@ -219,15 +231,14 @@ pub fn inline(text: &str, max_headers: usize) -> Option<(usize, Original)> {
     scan(text, 0, max_headers, usize::MAX, true)
 }
 
-/// Looks for a plausible header block starting within `max_lines` lines of `from`;
-/// returns its offset and the original.
+/// Looks for a plausible header block starting within `max_lines` lines of `from`.
 fn scan(
     text: &str,
     from: usize,
     max_headers: usize,
     max_lines: usize,
     strict: bool,
-) -> Option<(usize, Original)> {
+) -> Option<Quoted> {
     let mut offset = from;
     for (n, line) in text[from..].split_inclusive('\n').enumerate() {
         if n >= max_lines {
@@ -253,7 +264,15 @@ fn scan(
             let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
             if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received"))
             {
-                return Some((offset, Original::from_fields(Source::Inline, fields, true)));
+                let end = text[offset..]
+                    .find("\n\n")
+                    .map_or(text.len(), |e| offset + e + 1);
+                return Some(Quoted {
+                    start: offset,
+                    end,
+                    after_marker: false,
+                    original: Original::from_fields(Source::Inline, fields, true),
+                });
             }
         }
         offset += line.len();
@@ -273,8 +292,10 @@ mod tests {
             ------ This is a copy of the message, including all the headers. ------\n\n\
             Return-path: <alice@ours.example>\nReceived: from a by b\n\tid 1\n\
             Message-Id: <abc@ours.example>\nFrom: Alice <alice@ours.example>\nSubject: hi\n\nbody\n";
-        let (start, o) = inline(text, 100).unwrap();
-        assert!(text[start..].starts_with("Return-path:"));
+        let q = inline(text, 100).unwrap();
+        assert!(text[q.start..].starts_with("Return-path:"));
+        assert!(q.after_marker);
+        let o = q.original;
         assert_eq!(o.message_id.as_deref(), Some("abc@ours.example"));
         assert_eq!(o.from.as_deref(), Some("alice@ours.example"));
         assert_eq!(o.return_path.as_deref(), Some("alice@ours.example"));
@@ -284,8 +305,9 @@ mod tests {
     #[test]
     fn quoted_headers() {
         let text = "Your mail could not be delivered.\n\n> Received: from x by y\n> Message-ID: <q@ours.example>\n> From: a@ours.example\n";
-        let (_, o) = inline(text, 100).unwrap();
-        assert_eq!(o.message_id.as_deref(), Some("q@ours.example"));
+        let q = inline(text, 100).unwrap();
+        assert!(!q.after_marker);
+        assert_eq!(q.original.message_id.as_deref(), Some("q@ours.example"));
     }
 
     #[test]
