@@ -323,7 +323,7 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
 }
 
 static SMTP_AND_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[^\d.])[245]\d\d[ -]#?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
+    Regex::new(r"(?:^|[^\d.])[245]\d\d[ -]['#]?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
 });
 static HASH_STATUS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"#([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap());
