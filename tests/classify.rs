@@ -43,6 +43,7 @@ fn json_lines_with_the_documented_fields() {
     let r = &b["recipients"][0];
     assert_eq!(r["address"], "tom@remote.example");
     assert_eq!(r["status"], "5.2.2");
+    assert_eq!(r["meaning"], "mailbox full");
     assert_eq!(r["action"], "failed");
     assert_eq!(
         r["diagnostic"],

@@ -428,3 +428,47 @@ fn grafana_dashboard_uses_real_metrics() {
     }
     assert!(n >= 12, "{n}");
 }
+
+/// /healthz says 503 when nothing accepts on the milter socket.
+#[test]
+fn healthz_is_503_without_a_milter() {
+    use backscatter_milter::{
+        Counters, Runtime, SharedRuntime,
+        config::{Config, SocketSpec},
+        http,
+    };
+    use std::sync::Arc;
+    let rt = Runtime::load(Config::default(), Arc::new(Counters::default())).unwrap();
+    let shared = SharedRuntime::new(rt);
+    let dead = common::free_port();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = runtime.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let endpoint = http::Endpoint {
+            runtime: shared,
+            milter: SocketSpec::Inet(format!("127.0.0.1:{dead}").parse().unwrap()),
+            token: None,
+        };
+        tokio::spawn(http::serve(l, endpoint, async {
+            let _ = stopped.await;
+        }));
+        addr
+    });
+    let (code, body) = http_get(addr, "/healthz", None);
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "milter socket not accepting\n")
+    );
+    assert_eq!(
+        http_get(addr, "/metrics", None).0,
+        200,
+        "no token configured: open"
+    );
+    let _ = stop.send(());
+}

@@ -64,6 +64,8 @@ pub struct Recipient {
     /// RFC 3464 action: failed, delayed, delivered, relayed, expanded.
     pub action: Option<String>,
     pub status: Option<Status>,
+    /// What the status means, for the common codes ("bad destination mailbox").
+    pub meaning: Option<&'static str>,
     pub remote_mta: Option<String>,
     /// The diagnostic text (usually the remote SMTP reply).
     pub diagnostic: Option<String>,
@@ -702,6 +704,9 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
     } else {
         recipients.clear();
+    }
+    for r in &mut recipients {
+        r.meaning = r.status.and_then(|s| s.meaning());
     }
     let original = parts.original.unwrap_or_default();
     Analysis {

@@ -82,6 +82,7 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
             original: original.filter(|o| Some(o) != final_rcpt.as_ref()),
             action: get("action").map(|a| a.to_ascii_lowercase()),
             status,
+            meaning: None,
             remote_mta: get("remote-mta").map(typed_value),
             diagnostic,
         });
