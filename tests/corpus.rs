@@ -19,8 +19,8 @@ const MIN_DELAY_RECALL: f64 = 1.0;
 /// Ordinary mail classified as anything but `other`: none, and it stays none.
 const MAX_HAM_FALSE_POSITIVES: usize = 0;
 const MIN_AUTOREPLY_RECALL: f64 = 1.0;
-const MIN_STATUS_AGREEMENT: f64 = 0.940;
-const MIN_RECIPIENT_AGREEMENT: f64 = 0.958;
+const MIN_STATUS_AGREEMENT: f64 = 0.951;
+const MIN_RECIPIENT_AGREEMENT: f64 = 0.959;
 const MIN_ORIGINAL_FOUND: f64 = 0.971;
 const MIN_ORIGINAL_MSGID_AGREEMENT: f64 = 0.950;
 const MIN_BODY_ONLY_RECALL: f64 = 0.97;

@@ -138,6 +138,9 @@ struct Top {
 #[derive(Default)]
 struct Parts {
     dsn: Option<String>,
+    /// A delivery-status part inside the returned message (some gateways wrap the
+    /// real DSN in a message/rfc822 part and write only prose outside).
+    nested_dsn: Option<String>,
     feedback: bool,
     mdn: bool,
     text: String,
@@ -402,14 +405,29 @@ fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
             .unwrap_or_else(|| ("text".into(), "plain".into()));
         match (ctype.as_str(), sub.as_str(), &part.body) {
             (_, _, PartType::Multipart(_)) => {}
-            (_, _, PartType::Message(m))
-                if out.original.is_none() => {
+            (_, _, PartType::Message(m)) => {
+                if out.nested_dsn.is_none() {
+                    out.nested_dsn = m
+                        .parts
+                        .iter()
+                        .take(limits.max_parts)
+                        .find(|p| {
+                            p.content_type().is_some_and(|c| {
+                                c.ctype().eq_ignore_ascii_case("message")
+                                    && c.subtype()
+                                        .is_some_and(|s| s.eq_ignore_ascii_case("delivery-status"))
+                            })
+                        })
+                        .map(|p| lossy(p.contents()));
+                }
+                if out.original.is_none() {
                     let (fields, ended) =
                         original::header_fields(&lossy(m.raw_message()), limits.max_headers);
                     if !fields.is_empty() {
                         out.original = Some(Original::from_fields(Source::Rfc822, fields, !ended));
                     }
                 }
+            }
             ("message", "delivery-status" | "global-delivery-status", _) => {
                 out.dsn
                     .get_or_insert_with(String::new)
@@ -667,6 +685,11 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                 f.truncate(limits.max_recipients);
                 f
             };
+            if found.is_empty()
+                && let Some(nested) = parts.nested_dsn.as_deref()
+            {
+                recipients = report::parse(nested, limits.max_recipients).recipients;
+            }
             for address in found {
                 recipients.push(Recipient {
                     diagnostic: text::diagnostic_for(&text, &address),

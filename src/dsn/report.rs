@@ -73,7 +73,8 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
         // the diagnostic: prefer that when it has the same class.
         let from_diag = diagnostic.as_deref().and_then(super::text::status_in);
         let status = match (status, from_diag) {
-            (Some(s), Some(d)) if is_generic(s) && d.class == s.class => Some(d),
+            (Some(s), Some(d)) if s.is_summary() && d.class == s.class => Some(d),
+            (Some(s), Some(d)) if d.class != s.class && d.class == 5 => Some(d),
             (None, d) => d,
             (s, _) => s,
         };
@@ -88,12 +89,6 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
         });
     }
     report
-}
-
-/// Summary statuses a reporter writes when the remote's own code says more:
-/// x.0.0 (undefined) and x.4.7 (gave up after retrying).
-fn is_generic(s: Status) -> bool {
-    (s.subject, s.detail) == (0, 0) || (s.subject, s.detail) == (4, 7)
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ impl Status {
         self.class == 4
     }
 
+    /// A summary a reporter writes when the remote's own code says more: x.0.0
+    /// (undefined) and x.4.7 (gave up after retrying).
+    pub fn is_summary(&self) -> bool {
+        matches!((self.subject, self.detail), (0, 0) | (4, 7))
+    }
+
     /// `5.1.x` style, for coarse grouping (metrics).
     pub fn group(&self) -> String {
         format!("{}.{}.x", self.class, self.subject)

@@ -337,9 +337,21 @@ static SMTP_CODE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:^|[\s:(\[<#]|said:? |error:? )([45][0-5]\d)(?:[ -]|$)").unwrap()
 });
 
+/// The first failure code (class 4 or 5) the pattern finds; if that is only a
+/// summary (x.0.0, or x.4.7 "gave up"), a later specific code of the same class
+/// in the same text (the remote's reply quoted after it) wins.
 fn first_status(re: &Regex, text: &str) -> Option<Status> {
-    re.captures_iter(text)
-        .find_map(|c| c.get(1)?.as_str().parse().ok())
+    let mut codes = re
+        .captures_iter(text)
+        .filter_map(|c| c.get(1)?.as_str().parse::<Status>().ok())
+        .filter(|s| s.class != 2);
+    let first = codes.next()?;
+    if first.is_summary()
+        && let Some(specific) = codes.find(|s| s.class == first.class && !s.is_summary())
+    {
+        return Some(specific);
+    }
+    Some(first)
 }
 
 /// The most credible enhanced status code in `text`: one following an SMTP reply
