@@ -69,8 +69,10 @@ pub fn parse(text: &str, max_recipients: usize) -> Report {
         let diagnostic = get("diagnostic-code")
             .map(typed_value)
             .filter(|d| !d.is_empty());
-        // Some reporters leave Status as x.0.0 and put the remote's real code in
-        // the diagnostic: prefer that when it has the same class.
+        // Some reporters write a summary Status (x.0.0, x.4.7) and put the remote's
+        // real code in the diagnostic: prefer that when it has the same class. And
+        // when the remote answered permanently (5.y.z) the failure is permanent,
+        // whatever class the reporter wrote.
         let from_diag = diagnostic.as_deref().and_then(super::text::status_in);
         let status = match (status, from_diag) {
             (Some(s), Some(d)) if s.is_summary() && d.class == s.class => Some(d),
