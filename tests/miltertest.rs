@@ -16,6 +16,27 @@ fn miltertest_agrees_on_the_protocol() {
     }
     let dir = temp_dir();
     let milter = TestMilter::start(&batv_config(dir.path(), ""));
+    // Garbage on the socket first: random bytes, an absurd length prefix, a packet
+    // cut short, a connection dropped mid-negotiation. Each is closed; the milter
+    // goes on serving (the script below must still pass).
+    for junk in [
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, b'O', 0, 0, 0],
+        vec![0, 0, 0, 13, b'O', 0, 0, 0, 6],
+        vec![0, 0, 0, 1],
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect(),
+    ] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(milter.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = s.write_all(&junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
     let tagged = batv::sign(&test_keys(), "user@example.org", batv::today(), 7).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/miltertest/protocol.lua");
     let out = Command::new("miltertest")
