@@ -78,6 +78,9 @@ fn main() {
     // Peak resident memory of this process (the in-process milters and the harness).
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-        println!("  peak resident memory of the bench process: {}", hwm.trim_start_matches("VmHWM:").trim());
+        println!(
+            "  peak resident memory of the bench process: {}",
+            hwm.trim_start_matches("VmHWM:").trim()
+        );
     }
 }
