@@ -451,6 +451,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long the ledger keeps a Message-ID: the tag lifetime plus the grace.
+    pub fn ledger_ttl_secs(&self) -> u64 {
+        86_400 * u64::from(self.batv.lifetime_days + self.ledger.grace_days)
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -61,11 +61,11 @@ pub fn received_is_ours(received: &str, hosts: &[String], nets: &[Cidr]) -> bool
 /// end of message and what `classify --config` prints.
 pub fn assess(
     raw: &[u8],
-    sender: &str,
+    sender: Option<&str>,
     rcpts: &[RcptTag<'_>],
     ctx: &Context<'_>,
 ) -> (crate::dsn::Analysis, Evidence, crate::verdict::Verdict) {
-    let analysis = crate::dsn::analyze(raw, Some(sender), &ctx.config.analysis);
+    let analysis = crate::dsn::analyze(raw, sender, &ctx.config.analysis);
     let ev = gather(&analysis, rcpts, ctx);
     let v = crate::verdict::decide(&ev, &ctx.config.verdict.policy);
     (analysis, ev, v)

@@ -42,6 +42,12 @@ pub trait Ledger: Send + Sync {
     fn misses(&self) -> u64;
 }
 
+impl std::fmt::Debug for dyn Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger({} entries)", self.len())
+    }
+}
+
 fn normalise(id: &str) -> Option<String> {
     let id = id
         .trim()

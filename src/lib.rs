@@ -67,24 +67,30 @@ pub enum LoadError {
     Ledger { dir: String, source: std::io::Error },
 }
 
-fn unix_now() -> u64 {
+/// Now, in seconds since 1970 (the ledger's and the reputation's clock).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The BATV keys a config names, when signing is on.
+pub fn load_keys(config: &Config) -> Result<Option<Keys>, batv::KeyError> {
+    config
+        .batv
+        .enabled()
+        .then(|| Keys::load(&config.batv.key_file))
+        .transpose()
 }
 
 impl Runtime {
     /// Checks a config and loads what it names: the key file and the ledger (when
     /// signing is on).
     pub fn load(config: Config, counters: Arc<Counters>) -> Result<Self, LoadError> {
-        let keys = if config.batv.enabled() {
-            Some(Keys::load(&config.batv.key_file)?)
-        } else {
-            None
-        };
+        let keys = load_keys(&config)?;
         let ledger: Option<Arc<dyn ledger::Ledger>> = if config.batv.enabled() {
             let l = &config.ledger;
-            let ttl = 86_400 * u64::from(config.batv.lifetime_days + l.grace_days);
+            let ttl = config.ledger_ttl_secs();
             let fl = ledger::FileLedger::open(&l.state_dir, l.max_entries, ttl, unix_now())
                 .map_err(|source| LoadError::Ledger {
                     dir: l.state_dir.display().to_string(),
@@ -111,31 +117,25 @@ impl Runtime {
         })
     }
 
-    /// A reload: new config and keys; the counters, ledger and reputation carry over
-    /// (a new ledger is opened only if there was none).
+    /// A reload: new config and keys; the counters, ledger, reputation and metrics
+    /// carry over. Only when signing is turned on by the reload is a ledger opened
+    /// (and the metrics start afresh, now with the ledger's).
     pub fn reload(config: Config, old: &Runtime) -> Result<Self, LoadError> {
-        let keys = if config.batv.enabled() {
-            Some(Keys::load(&config.batv.key_file)?)
-        } else {
-            None
-        };
-        let mut rt = if old.ledger.is_none() && config.batv.enabled() {
-            Self::load(config, old.counters.clone())?
+        let rt = if old.ledger.is_none() && config.batv.enabled() {
+            Self {
+                reputation: old.reputation.clone(),
+                ..Self::load(config, old.counters.clone())?
+            }
         } else {
             Self {
+                keys: load_keys(&config)?,
                 config,
-                keys: None,
                 counters: old.counters.clone(),
                 ledger: old.ledger.clone(),
                 reputation: old.reputation.clone(),
                 stats: old.stats.clone(),
             }
         };
-        rt.keys = keys;
-        rt.reputation = old.reputation.clone();
-        if rt.ledger.is_some() == old.ledger.is_some() {
-            rt.stats = old.stats.clone();
-        }
         rt.stats.reloaded();
         Ok(rt)
     }
@@ -184,7 +184,9 @@ impl Counters {
         MsgGuard(self.clone())
     }
 
-    pub fn inc_error(&self) {
+    /// An internal error that tempfailed a message.
+    pub fn tempfailed(&self) {
+        self.tempfails.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -128,41 +128,22 @@ fn classify(
         Err(_) if !config.exists() => Config::default(),
         Err(e) => return fail(e),
     };
-    let keys = match config
-        .batv
-        .enabled()
-        .then(|| Keys::load(&config.batv.key_file))
-        .transpose()
-    {
+    let keys = match backscatter_milter::load_keys(&config) {
         Ok(k) => k,
         Err(e) => return fail(format!("batv.key_file: {e}")),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let ttl = 86_400 * u64::from(config.batv.lifetime_days + config.ledger.grace_days);
+    let now = backscatter_milter::unix_now();
     let ledger = FileLedger::read_only(
         &config.ledger.state_dir,
         config.ledger.max_entries,
-        ttl,
+        config.ledger_ttl_secs(),
         now,
     );
     let sender = mail_from.map(|s| s.trim().trim_matches(['<', '>']).to_string());
-    let rt = Runtime {
-        config,
-        keys,
-        counters: Arc::new(Counters::default()),
-        ledger: None,
-        reputation: Arc::new(backscatter_milter::reputation::Reputation::new(1, 1, 1)),
-        stats: Arc::new(backscatter_milter::stats::Stats::new(
-            Arc::new(Counters::default()),
-            None,
-        )),
-    };
     let today = batv::today();
     let tags: Vec<_> = rcpts
         .iter()
-        .map(|r| check_recipient(&rt, r, today))
+        .map(|r| check_recipient(&config.batv, keys.as_ref(), r, today))
         .collect();
     let rcpt_tags: Vec<evidence::RcptTag<'_>> = rcpts
         .iter()
@@ -173,8 +154,8 @@ fn classify(
         })
         .collect();
     let ctx = evidence::Context {
-        config: &rt.config,
-        keys: rt.keys.as_ref(),
+        config: &config,
+        keys: keys.as_ref(),
         ledger: Some(&ledger),
         local_hostname: None,
         today,
@@ -197,15 +178,7 @@ fn classify(
                 continue;
             }
         };
-        let (a, _, v) = match &sender {
-            Some(s) => evidence::assess(&raw, s, &rcpt_tags, &ctx),
-            None => {
-                let a = backscatter_milter::dsn::analyze(&raw, None, &rt.config.analysis);
-                let ev = evidence::gather(&a, &rcpt_tags, &ctx);
-                let v = backscatter_milter::verdict::decide(&ev, &rt.config.verdict.policy);
-                (a, ev, v)
-            }
-        };
+        let (a, _, v) = evidence::assess(&raw, sender.as_deref(), &rcpt_tags, &ctx);
         let show_verdict = !rcpts.is_empty() || sender.is_some();
         if json {
             let mut o = serde_json::to_value(&a).unwrap_or_default();
@@ -327,10 +300,7 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
             m.socket,
             m.header_name,
             if rt.keys.is_some() { "on" } else { "off" },
-            match rt.config.verdict.policy.mode {
-                backscatter_milter::verdict::Mode::Observe => "observe",
-                backscatter_milter::verdict::Mode::Enforce => "enforce",
-            }
+            rt.config.verdict.policy.mode.as_str()
         );
         let shared = SharedRuntime::new(rt);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -61,27 +61,14 @@ fn guarded<R>(
                 "{}: internal error at {stage}: {what}; message tempfailed",
                 session.queue_id()
             );
-            session.runtime().counters.inc_error();
-            session
-                .runtime()
-                .counters
-                .tempfails
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            session.runtime().counters.tempfailed();
             session.fail_message();
             Err(Status::Tempfail)
         }
     }
 }
 
-fn today() -> i64 {
-    crate::batv::today()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::{batv::today, unix_now};
 
 pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
     let connect_rt = rt.clone();
@@ -287,11 +274,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         Err(e) => {
             error!("{qid}: cannot apply milter actions: {e}; message tempfailed");
             if let Some(s) = cx.data.as_ref() {
-                s.runtime().counters.inc_error();
-                s.runtime()
-                    .counters
-                    .tempfails
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.runtime().counters.tempfailed();
             }
             Status::Tempfail
         }

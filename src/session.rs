@@ -147,14 +147,6 @@ impl Session {
         &self.rt
     }
 
-    pub fn message(&self) -> Option<&Message> {
-        self.msg.as_ref()
-    }
-
-    pub fn message_mut(&mut self) -> Option<&mut Message> {
-        self.msg.as_mut()
-    }
-
     /// The MTA's own hostname (`j`), one of our relays.
     pub fn set_local_hostname(&mut self, name: Option<String>) {
         if name.is_some() {
@@ -210,7 +202,7 @@ impl Session {
             return RcptReply::Continue;
         };
         let addr = args.first().map_or("", |a| unbracket(a)).to_string();
-        let tag = check_recipient(&rt, &addr, today);
+        let tag = check_recipient(&rt.config.batv, rt.keys.as_ref(), &addr, today);
         if let Some(t) = &tag {
             rt.stats
                 .tag(t.as_ref().map_or_else(|e| e.label(), |_| "valid"));
@@ -428,7 +420,8 @@ impl Session {
             now,
             bad_source,
         };
-        let (analysis, ev, v) = crate::evidence::assess(&msg.raw(), &msg.sender, &rcpts, &ctx);
+        let (analysis, ev, v) =
+            crate::evidence::assess(&msg.raw(), Some(&msg.sender), &rcpts, &ctx);
         if v.judged && ev.untagged {
             rt.stats.tag("missing");
         }
@@ -453,10 +446,7 @@ impl Session {
                 "; verdict={}; score={}; mode={}; reasons={}",
                 v.decided.as_str(),
                 v.score,
-                match v.mode {
-                    crate::verdict::Mode::Observe => "observe",
-                    crate::verdict::Mode::Enforce => "enforce",
-                },
+                v.mode.as_str(),
                 v.reasons_text()
             ));
         }
@@ -508,8 +498,12 @@ impl Session {
 
 /// Checks the tag of a recipient at one of our domains; `None` if it has no tag or
 /// is not ours.
-pub fn check_recipient(rt: &Runtime, addr: &str, today: i64) -> Option<Result<Verified, TagError>> {
-    let cfg = &rt.config.batv;
+pub fn check_recipient(
+    cfg: &crate::config::BatvConfig,
+    keys: Option<&crate::batv::Keys>,
+    addr: &str,
+    today: i64,
+) -> Option<Result<Verified, TagError>> {
     if !batv::is_tagged(addr) {
         return None;
     }
@@ -517,6 +511,5 @@ pub fn check_recipient(rt: &Runtime, addr: &str, today: i64) -> Option<Result<Ve
     if !cfg.is_our_domain(&domain) {
         return None;
     }
-    let keys = rt.keys.as_ref()?;
-    Some(batv::verify(keys, addr, today, cfg.lifetime_days))
+    Some(batv::verify(keys?, addr, today, cfg.lifetime_days))
 }

@@ -161,12 +161,6 @@ struct Live {
     ledger: Option<Arc<dyn crate::ledger::Ledger>>,
 }
 
-impl std::fmt::Debug for dyn crate::ledger::Ledger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ledger({})", self.len())
-    }
-}
-
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -240,13 +234,6 @@ impl Collector for Live {
             )?;
         }
         Ok(())
-    }
-}
-
-fn mode_str(m: Mode) -> &'static str {
-    match m {
-        Mode::Observe => "observe",
-        Mode::Enforce => "enforce",
     }
 }
 
@@ -376,7 +363,7 @@ impl Stats {
         if !v.judged {
             return;
         }
-        let mode = mode_str(v.mode);
+        let mode = v.mode.as_str();
         self.verdicts
             .get_or_create(&ActionL {
                 action: v.action.as_str(),
@@ -466,23 +453,22 @@ impl Stats {
                     .collect::<Map<_, _>>(),
             )
         };
+        // Per action, both modes summed (a reload may have switched the mode).
         let by_action = |f: &Family<ActionL, Counter>| -> Value {
-            let mode = mode_str(mode);
             Value::Object(
                 ACTIONS
                     .iter()
                     .map(|a| {
-                        let n: u64 = ["observe", "enforce"]
+                        let n: u64 = [Mode::Observe, Mode::Enforce]
                             .iter()
                             .map(|m| {
                                 f.get_or_create(&ActionL {
                                     action: a.as_str(),
-                                    mode: m,
+                                    mode: m.as_str(),
                                 })
                                 .get()
                             })
                             .sum();
-                        let _ = mode;
                         (a.as_str().to_string(), json!(n))
                     })
                     .collect(),
@@ -509,7 +495,7 @@ impl Stats {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
-            "mode": mode_str(mode),
+            "mode": mode.as_str(),
             "thresholds": {"reject": thresholds.0, "quarantine": thresholds.1, "tag": thresholds.2},
             "messages": Value::Object(DIRECTIONS.iter().map(|&d| (d.to_string(), json!(self.messages.get_or_create(&DirectionL { direction: d }).get()))).collect()),
             "outbound_unsigned": count(&self.unsigned, &UNSIGNED_REASONS),
@@ -599,5 +585,6 @@ mod tests {
             20000
         );
         assert_eq!(status_class(Status::new(5, 999, 1)), "5.other");
+        assert_eq!(status_class(Status::new(4, 2, 2)), "4.2.x");
     }
 }

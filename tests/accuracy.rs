@@ -86,7 +86,7 @@ fn decision_accuracy_on_the_corpus() {
             address: plain,
             tag: None,
         }];
-        let (a, _, v) = evidence::assess(&raw, sender, &untagged, &ctx(empty));
+        let (a, _, v) = evidence::assess(&raw, Some(sender), &untagged, &ctx(empty));
         let slot = match v.decided {
             Action::Reject => 0,
             Action::Quarantine => 1,
@@ -108,7 +108,7 @@ fn decision_accuracy_on_the_corpus() {
             address: &tagged,
             tag: Some(&tag_ok),
         }];
-        let (_, _, v) = evidence::assess(&raw, sender, &rcpt, &ctx(empty));
+        let (_, _, v) = evidence::assess(&raw, Some(sender), &rcpt, &ctx(empty));
         genuine_tag.1 += 1;
         if v.decided == Action::Accept {
             genuine_tag.0 += 1;
@@ -118,7 +118,7 @@ fn decision_accuracy_on_the_corpus() {
             (a.original.source, &a.original.message_id)
         {
             ours_l.record(id, 1_000).unwrap();
-            let (_, _, v) = evidence::assess(&raw, sender, &untagged, &ctx(ours_l));
+            let (_, _, v) = evidence::assess(&raw, Some(sender), &untagged, &ctx(ours_l));
             genuine_ledger.1 += 1;
             if v.decided == Action::Accept {
                 genuine_ledger.0 += 1;

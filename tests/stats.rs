@@ -217,13 +217,9 @@ fn counters_move_by_exactly_what_was_sent() {
         eprintln!("SKIPPED promtool check: apt-get install prometheus");
     }
 
-    // Health: 200 while the milter accepts, 503 once it is gone.
+    // Health: 200 while the milter accepts (503 without: its own test below).
     assert_eq!(http_get(stats, "/healthz", Some(TOKEN)).0, 200);
-    drop(rig);
-    let stats_addr = stats;
-    let milter_addr = milter.addr;
-    let _ = milter_addr;
-    assert_eq!(http_get(stats_addr, "/nope", Some(TOKEN)).0, 404);
+    assert_eq!(http_get(stats, "/nope", Some(TOKEN)).0, 404);
 }
 
 #[test]
@@ -262,6 +258,9 @@ fn token_limits_and_slow_clients() {
         "a".repeat(100_000)
     );
     let (code, _) = http_raw(stats, &big);
+    // 431, or (racing) a reset: the server closes with our unread bytes in its
+    // buffer, and the kernel's RST can beat the reply to our read. Either way the
+    // request is refused, and the endpoint goes on serving (checked below).
     assert!(code == 431 || code == 0, "oversize headers: {code}");
     // Slow clients (half a request line, then nothing) do not block anyone.
     let slow: Vec<_> = (0..20)

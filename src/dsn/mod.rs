@@ -44,14 +44,6 @@ impl Kind {
             Self::Other => "other",
         }
     }
-
-    /// Bounces, delays, auto-replies and challenges: what backscatter is made of.
-    pub fn is_backscatter_kind(self) -> bool {
-        matches!(
-            self,
-            Self::Bounce | Self::Delay | Self::Autoreply | Self::Challenge | Self::VirusNotice
-        )
-    }
 }
 
 /// One recipient of a report.
@@ -490,28 +482,38 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     }
     // The report's own text: cut where a quoted original starts.
     let mut text = cut(&parts.text, limits.max_text).to_string();
+    // Lowercased once; offsets found in it are used in `text` only when both have
+    // the same length (they differ only for rare characters).
+    let mut lower = text.to_lowercase();
+    let aligned = lower.len() == text.len();
     if parts.dsn.is_none() {
         // RFC 3464 fields pasted into the text (some Sendmail and Notes versions).
-        let lower = text.to_lowercase();
-        if let Some(i) = lower.find("\nfinal-recipient:") {
+        if let Some(i) = lower.find("\nfinal-recipient:").filter(|_| aligned) {
             let start = lower[..i].rfind("\nreporting-mta:").unwrap_or(i);
-            // `lower` and `text` differ in length only for rare characters.
-            parts.dsn = text.get(start..).map(str::to_string);
+            parts.dsn = Some(text[start..].to_string());
         }
     }
     if parts.original.is_none()
-        && let Some(q) = original::inline(&text, limits.max_headers)
+        && let Some(q) =
+            original::inline(&text, aligned.then_some(lower.as_str()), limits.max_headers)
     {
         parts.original = Some(q.original);
-        if q.after_marker {
-            // Everything from here on is the returned message.
-            text.truncate(q.start);
+        let edit = |s: &mut String| {
+            if q.after_marker {
+                // Everything from here on is the returned message.
+                s.truncate(q.start);
+            } else {
+                // A header summary inside the report: leave out just the block.
+                s.replace_range(q.start..q.end, "");
+            }
+        };
+        edit(&mut text);
+        if aligned {
+            edit(&mut lower);
         } else {
-            // A header summary inside the report: leave out just the block.
-            text.replace_range(q.start..q.end, "");
+            lower = text.to_lowercase();
         }
     }
-    let lower = text.to_lowercase();
     let p = text::phrases(&top.subject, &lower);
     let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
 

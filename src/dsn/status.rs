@@ -32,11 +32,6 @@ impl Status {
         matches!((self.subject, self.detail), (0, 0) | (4, 7))
     }
 
-    /// `5.1.x` style, for coarse grouping (metrics).
-    pub fn group(&self) -> String {
-        format!("{}.{}.x", self.class, self.subject)
-    }
-
     /// A short human meaning for common codes (RFC 3463, RFC 7372 and Office 365).
     pub fn meaning(&self) -> Option<&'static str> {
         let m = match (self.subject, self.detail) {
@@ -154,6 +149,5 @@ mod tests {
         ] {
             assert!(bad.parse::<Status>().is_err(), "{bad}");
         }
-        assert_eq!(Status::new(4, 2, 2).group(), "4.2.x");
     }
 }
