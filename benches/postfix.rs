@@ -9,27 +9,11 @@
 mod common;
 
 use common::{Rig, TestMilter, Transport};
-use std::{process::Command, time::Instant};
+use std::time::Instant;
 
 fn run(rig: &Rig, n: usize, sessions: usize, already: usize) -> f64 {
     let t = Instant::now();
-    let out = Command::new("/usr/sbin/smtp-source")
-        .args([
-            "-m",
-            &n.to_string(),
-            "-s",
-            &sessions.to_string(),
-            "-l",
-            "2048",
-            "-f",
-            "load@example.org",
-            "-t",
-            "sink@remote.example",
-        ])
-        .arg(format!("127.0.0.1:{}", rig.smtp_port))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", common::transcript(&out));
+    rig.smtp_source(n, sessions, 2048);
     rig.wait_delivered(already + n);
     n as f64 / t.elapsed().as_secs_f64()
 }

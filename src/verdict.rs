@@ -4,7 +4,7 @@ use crate::dsn::Kind;
 use serde::Serialize;
 
 /// What was found out about one inbound message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Evidence {
     pub kind: Kind,
     /// 1. A recipient carries a valid tag of ours.
@@ -259,19 +259,14 @@ pub fn decide(ev: &Evidence, policy: &Policy) -> Verdict {
 mod tests {
     use super::*;
 
+    /// An untagged bounce returning a foreign original, signing long on.
     fn ev() -> Evidence {
         Evidence {
             kind: Kind::Bounce,
-            valid_tag: false,
-            our_signature: false,
-            ledger_hit: false,
-            original_sender_tagged: false,
-            our_relay: false,
-            bad_tag: None,
             untagged: true,
             signing_mature: true,
             original_present: true,
-            bad_source: false,
+            ..Default::default()
         }
     }
 

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{Rig, TestMilter, postfix_available};
-use std::process::Command;
 
 const BASIC: &str = "[log]\nlevel = \"info\"\n";
 
@@ -230,21 +229,7 @@ fn smtp_source_load_all_delivered_with_header() {
     }
     let milter = TestMilter::start(BASIC);
     let rig = Rig::start(&milter.socket(), &[]);
-    let out = Command::new("/usr/sbin/smtp-source")
-        .args([
-            "-m",
-            "40",
-            "-s",
-            "4",
-            "-f",
-            "load@example.org",
-            "-t",
-            "sink@remote.example",
-        ])
-        .arg(format!("127.0.0.1:{}", rig.smtp_port))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", common::transcript(&out));
+    rig.smtp_source(40, 4, 512);
     let got = rig.wait_delivered(40);
     assert_eq!(got.len(), 40);
     assert!(

@@ -385,16 +385,10 @@ fn grafana_dashboard_uses_real_metrics() {
     let v = backscatter_milter::verdict::decide(
         &backscatter_milter::verdict::Evidence {
             kind: backscatter_milter::dsn::Kind::Bounce,
-            valid_tag: false,
-            our_signature: false,
-            ledger_hit: false,
-            original_sender_tagged: false,
-            our_relay: false,
-            bad_tag: None,
             untagged: true,
             signing_mature: true,
             original_present: true,
-            bad_source: false,
+            ..Default::default()
         },
         &Default::default(),
     );

@@ -16,7 +16,7 @@ pub use status::Status;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Bounce,
@@ -27,6 +27,7 @@ pub enum Kind {
     Feedback,
     Mdn,
     VirusNotice,
+    #[default]
     Other,
 }
 

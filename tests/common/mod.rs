@@ -367,6 +367,25 @@ non_smtpd_milters = {milter}
         (out.status.success(), transcript(&out))
     }
 
+    /// Sends `n` messages of `size` bytes over `sessions` parallel SMTP sessions
+    /// with Postfix's smtp-source, from load@example.org to sink@remote.example.
+    pub fn smtp_source(&self, n: usize, sessions: usize, size: usize) {
+        let out = Command::new("/usr/sbin/smtp-source")
+            .args([
+                "-m",
+                &n.to_string(),
+                "-s",
+                &sessions.to_string(),
+                "-l",
+                &size.to_string(),
+            ])
+            .args(["-f", "load@example.org", "-t", "sink@remote.example"])
+            .arg(format!("127.0.0.1:{}", self.smtp_port))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", transcript(&out));
+    }
+
     /// Submits a message with Postfix's sendmail command (non_smtpd_milters).
     pub fn sendmail(&self, from: &str, to: &str, message: &str) -> Output {
         use std::io::Write;
