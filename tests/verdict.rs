@@ -70,11 +70,16 @@ struct World {
 /// A milter (BATV on for example.org, no trusted networks: only the submission
 /// port is ours) in front of a Postfix that relays to the sink.
 fn world(verdict: &str) -> World {
+    world_with("", verdict)
+}
+
+/// The same with more `[batv]` settings.
+fn world_with(batv_extra: &str, verdict: &str) -> World {
     let dir = temp_dir();
     let state = dir.path().join("state");
     let cfg = format!(
         "{}\n[ledger]\nstate_dir = \"{}\"\n[verdict]\n{verdict}\n",
-        batv_config(dir.path(), "trusted_networks = []"),
+        batv_config(dir.path(), &format!("trusted_networks = []\n{batv_extra}")),
         state.display()
     );
     let milter = TestMilter::start(&cfg);
@@ -293,18 +298,14 @@ fn signing_since_today_quarantines_instead_of_rejecting() {
         .output()
         .unwrap();
     let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
-    let dir = temp_dir();
-    let cfg = format!(
-        "{}signing_since = \"{today}\"\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n",
-        batv_config(dir.path(), "trusted_networks = []"),
-        dir.path().join("state").display()
+    let w = world_with(
+        &format!("signing_since = \"{today}\""),
+        "mode = \"enforce\"",
     );
-    let milter = TestMilter::start(&cfg);
-    let rig = Rig::start(&milter.socket(), &[]);
-    let file = write(dir.path(), "2.eml", &ndr_returning(SPAM));
-    let (ok, t) = rig.swaks(&["--from", "<>", "--to", "user@example.org", "--data", &file]);
+    let (ok, t) = w.bounce("2.eml", "user@example.org", &ndr_returning(SPAM));
     assert!(ok, "quarantined, not rejected: {t}");
     std::thread::sleep(std::time::Duration::from_millis(500));
+    let rig = &w.rig;
     let held: Vec<_> = rig
         .queued()
         .into_iter()
@@ -351,17 +352,8 @@ fn recorded_bad_tags_and_forged_signature_headers() {
     if !postfix_available() {
         return;
     }
-    let dir = temp_dir();
-    let cfg = format!(
-        "{}\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n",
-        batv_config(
-            dir.path(),
-            "trusted_networks = []\non_invalid_tag = \"record\""
-        ),
-        dir.path().join("state").display()
-    );
-    let milter = TestMilter::start(&cfg);
-    let rig = Rig::start(&milter.socket(), &common::BATV_MAIN_CF);
+    let w = world_with("on_invalid_tag = \"record\"", "mode = \"enforce\"");
+    let rig = &w.rig;
     let expired = batv::sign(&test_keys(), "user@example.org", batv::today() - 30, 7).unwrap();
     let mut smtp = common::Smtp::connect(rig.smtp_port);
     smtp.cmd("EHLO remote.example");
@@ -395,5 +387,4 @@ fn recorded_bad_tags_and_forged_signature_headers() {
         got[0].header("X-Backscatter"),
         vec!["null-sender=no; rcpts=1"]
     );
-    drop(milter);
 }
