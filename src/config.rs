@@ -60,6 +60,7 @@ struct RawVerdict {
     tag_threshold: i32,
     our_relays: Vec<String>,
     signature_header: String,
+    legacy_signature_until: String,
 }
 
 impl Default for RawVerdict {
@@ -73,6 +74,7 @@ impl Default for RawVerdict {
             tag_threshold: p.tag_threshold,
             our_relays: Vec::new(),
             signature_header: "X-Backscatter-Sig".into(),
+            legacy_signature_until: String::new(),
         }
     }
 }
@@ -244,6 +246,9 @@ struct RawBatv {
     exempt_recipient_domains: Vec<String>,
     on_invalid_tag: String,
     signing_since: String,
+    max_bad_tags: u32,
+    bad_tag_window_secs: u64,
+    bad_tag_block_secs: u64,
 }
 
 impl Default for RawBatv {
@@ -261,6 +266,9 @@ impl Default for RawBatv {
             exempt_recipient_domains: Vec::new(),
             on_invalid_tag: "reject".into(),
             signing_since: String::new(),
+            max_bad_tags: 5,
+            bad_tag_window_secs: 3600,
+            bad_tag_block_secs: 3600,
         }
     }
 }
@@ -381,6 +389,8 @@ pub struct BatvConfig {
     pub on_invalid_tag: OnInvalidTag,
     /// The day signing started (days since 1970), if set.
     pub signing_since: Option<i64>,
+    /// Bad tags per client network before its tagged RCPTs are no longer verified.
+    pub tag_guard: crate::tagguard::Limits,
 }
 
 impl BatvConfig {
@@ -428,6 +438,8 @@ pub struct VerdictConfig {
     pub our_relay_hosts: Vec<String>,
     pub our_relay_networks: Vec<Cidr>,
     pub signature_header: String,
+    /// The last day (days since 1970) version 1 signatures still count, if set.
+    pub legacy_signature_until: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -497,6 +509,7 @@ impl Config {
                 "must be a header field name: printable ASCII without ':' or spaces",
             ));
         }
+        let m_header_name = m.header_name.clone();
         let level = raw.log.level.to_ascii_lowercase();
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
             return Err(v.err(
@@ -676,6 +689,98 @@ impl Config {
                 "a non-loopback address needs token_file (or allow_unauthenticated = true)",
             ));
         }
+        let today = crate::batv::today();
+        if signing_since.is_some_and(|d| d > today) {
+            return Err(v.err(
+                "batv",
+                "signing_since",
+                "is in the future: set it to the day signing was (or is) turned on",
+            ));
+        }
+        if lg.grace_days > 365 {
+            return Err(v.err("ledger", "grace_days", "must be between 0 and 365"));
+        }
+        let legacy_signature_until = if r.legacy_signature_until.is_empty() {
+            None
+        } else {
+            let d = crate::batv::parse_date(&r.legacy_signature_until).ok_or_else(|| {
+                v.err(
+                    "verdict",
+                    "legacy_signature_until",
+                    "expected a date YYYY-MM-DD",
+                )
+            })?;
+            let most = today + i64::from(b.lifetime_days) + i64::from(lg.grace_days);
+            if d > most {
+                return Err(v.err(
+                    "verdict",
+                    "legacy_signature_until",
+                    "may be at most lifetime_days + grace_days from today: version 1 signatures are not bound to recipients",
+                ));
+            }
+            Some(d)
+        };
+        if r.tag_threshold < 1 {
+            return Err(v.err(
+                "verdict",
+                "tag_threshold",
+                "must be at least 1 (at 0 or below, mail with no evidence at all would be judged)",
+            ));
+        }
+        if mode == Mode::Enforce && sign_domains.is_empty() {
+            return Err(v.err(
+                "verdict",
+                "mode",
+                "\"enforce\" needs BATV (batv.sign_domains and a key file): without tags, signatures and the ledger nothing can prove a bounce ours, and every genuine bounce would be refused",
+            ));
+        }
+        for (table, key, name) in [
+            ("milter", "header_name", &m_header_name),
+            ("verdict", "signature_header", &r.signature_header),
+        ] {
+            if STANDARD_HEADERS
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+                || ["list-", "resent-", "arc-", "content-"]
+                    .iter()
+                    .any(|p| name.to_ascii_lowercase().starts_with(p))
+            {
+                return Err(v.err(
+                    table,
+                    key,
+                    format!("'{name}' is a standard header: ours would delete or shadow it"),
+                ));
+            }
+        }
+        if m_header_name.eq_ignore_ascii_case(&r.signature_header) {
+            return Err(v.err(
+                "verdict",
+                "signature_header",
+                "must differ from milter.header_name",
+            ));
+        }
+        if l.max_body_bytes < 1024 {
+            return Err(v.err("limits", "max_body_bytes", "must be at least 1024"));
+        }
+        if rp.max_ips == 0 {
+            return Err(v.err("reputation", "max_ips", "must be at least 1"));
+        }
+        for (key, zero) in [
+            ("max_bad_tags", b.max_bad_tags == 0),
+            ("bad_tag_window_secs", b.bad_tag_window_secs == 0),
+            ("bad_tag_block_secs", b.bad_tag_block_secs == 0),
+        ] {
+            if zero {
+                return Err(v.err("batv", key, "must be at least 1"));
+            }
+        }
+        if b.bad_tag_window_secs > 30 * 86_400 || b.bad_tag_block_secs > 30 * 86_400 {
+            return Err(v.err(
+                "batv",
+                "bad_tag_block_secs",
+                "bad_tag_window_secs and bad_tag_block_secs must be at most 30 days",
+            ));
+        }
         if !sign_domains.is_empty() && b.key_file.is_empty() {
             return Err(v.err(
                 "batv",
@@ -691,7 +796,7 @@ impl Config {
                 max_connections: m.max_connections,
                 connection_timeout: Duration::from_secs(m.connection_timeout_secs),
                 shutdown_timeout: Duration::from_secs(m.shutdown_timeout_secs),
-                header_name: m.header_name,
+                header_name: m_header_name,
             },
             log: LogConfig { level, format },
             limits: Limits {
@@ -719,6 +824,12 @@ impl Config {
                 exempt_recipient_domains,
                 on_invalid_tag,
                 signing_since,
+                tag_guard: crate::tagguard::Limits {
+                    max_bad_tags: b.max_bad_tags,
+                    window_secs: b.bad_tag_window_secs,
+                    block_secs: b.bad_tag_block_secs,
+                    ..Default::default()
+                },
             },
             verdict: VerdictConfig {
                 policy: Policy {
@@ -732,6 +843,7 @@ impl Config {
                 our_relay_hosts,
                 our_relay_networks,
                 signature_header: r.signature_header,
+                legacy_signature_until,
             },
             ledger: LedgerConfig {
                 state_dir: lg.state_dir.into(),
@@ -753,6 +865,35 @@ impl Config {
     }
 }
 
+/// Header fields ours must never be named after.
+const STANDARD_HEADERS: &[&str] = &[
+    "Received",
+    "Return-Path",
+    "DKIM-Signature",
+    "DomainKey-Signature",
+    "Authentication-Results",
+    "Received-SPF",
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Auto-Submitted",
+    "Precedence",
+    "Delivered-To",
+    "X-Original-To",
+    "Comments",
+    "Keywords",
+    "X-Failed-Recipients",
+];
+
 fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')
 }
@@ -760,32 +901,25 @@ fn is_header_name(s: &str) -> bool {
 fn domains(list: &[String]) -> Result<Vec<String>, String> {
     list.iter()
         .map(|d| {
-            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-            let ok = !d.is_empty()
-                && d.split('.').all(|label| {
+            let n = crate::address::normalise_domain(d).filter(|n| {
+                n.split('.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
                         && label
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            if ok {
-                Ok(d)
-            } else {
-                Err(format!("'{d}' is not a domain name"))
-            }
+                })
+            });
+            n.ok_or_else(|| format!("'{}' is not a domain name", d.trim()))
         })
         .collect()
 }
 
 fn addresses(list: &[String]) -> Result<Vec<String>, String> {
     list.iter()
-        .map(|a| {
-            let a = a.trim().to_ascii_lowercase();
-            match a.rsplit_once('@') {
-                Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok(a),
-                _ => Err(format!("'{a}' is not an address (local@domain)")),
-            }
+        .map(|a| match crate::address::Address::parse(a) {
+            Some(addr) if addr.is_address() => Ok(addr.key()),
+            _ => Err(format!("'{}' is not an address (local@domain)", a.trim())),
         })
         .collect()
 }

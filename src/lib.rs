@@ -4,6 +4,7 @@
 //! the binary (`main.rs`) only parses the command line, binds and handles signals,
 //! so tests can run the milter in-process.
 
+pub mod address;
 pub mod batv;
 pub mod config;
 pub mod dsn;
@@ -17,6 +18,7 @@ pub mod reputation;
 pub mod session;
 pub mod signature;
 pub mod stats;
+pub mod tagguard;
 pub mod verdict;
 
 use crate::{batv::Keys, config::Config};
@@ -43,6 +45,8 @@ pub struct Runtime {
     pub counters: Arc<Counters>,
     pub ledger: Option<Arc<dyn ledger::Ledger>>,
     pub reputation: Arc<reputation::Reputation>,
+    /// Bad tags per client network: closes the tag oracle.
+    pub tag_guard: Arc<tagguard::TagGuard>,
     pub stats: Arc<stats::Stats>,
 }
 
@@ -107,12 +111,14 @@ impl Runtime {
             r.max_ips,
         ));
         let stats = Arc::new(stats::Stats::new(counters.clone(), ledger.clone()));
+        let tag_guard = Arc::new(tagguard::TagGuard::new(config.batv.tag_guard));
         Ok(Self {
             config,
             keys,
             counters,
             ledger,
             reputation,
+            tag_guard,
             stats,
         })
     }
@@ -124,6 +130,7 @@ impl Runtime {
         let rt = if old.ledger.is_none() && config.batv.enabled() {
             Self {
                 reputation: old.reputation.clone(),
+                tag_guard: old.tag_guard.clone(),
                 ..Self::load(config, old.counters.clone())?
             }
         } else {
@@ -133,6 +140,7 @@ impl Runtime {
                 counters: old.counters.clone(),
                 ledger: old.ledger.clone(),
                 reputation: old.reputation.clone(),
+                tag_guard: old.tag_guard.clone(),
                 stats: old.stats.clone(),
             }
         };

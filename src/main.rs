@@ -141,6 +141,10 @@ fn classify(
     );
     let sender = mail_from.map(|s| s.trim().trim_matches(['<', '>']).to_string());
     let today = batv::today();
+    let rcpts: Vec<backscatter_milter::address::Address> = rcpts
+        .iter()
+        .map(|r| backscatter_milter::address::Address::parse(r).unwrap_or_default())
+        .collect();
     let tags: Vec<_> = rcpts
         .iter()
         .map(|r| check_recipient(&config.batv, keys.as_ref(), r, today))
@@ -157,7 +161,6 @@ fn classify(
         config: &config,
         keys: keys.as_ref(),
         ledger: Some(&ledger),
-        local_hostname: None,
         today,
         now,
         bad_source: false,

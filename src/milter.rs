@@ -167,7 +167,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let reply = match guarded(&mut cx.data, "rcpt", |s| {
         s.set_queue_id(qid);
-        let reply = s.rcpt(&args, today());
+        let reply = s.rcpt(&args, today(), unix_now());
         (reply, s.queue_id().to_string())
     }) {
         Ok(r) => r,
@@ -175,6 +175,16 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     };
     match reply {
         (RcptReply::Continue, _) => Status::Continue,
+        (RcptReply::Tempfail(code, xcode, text), qid) => {
+            info!(
+                "{qid}: tempfail RCPT {}: {text}",
+                args.first().map_or("", |s| s)
+            );
+            if let Err(e) = cx.reply.set_error_reply(code, Some(xcode), [text]) {
+                error!("{qid}: cannot set reply: {e}");
+            }
+            Status::Tempfail
+        }
         (RcptReply::Reject(text), qid) => {
             info!(
                 "{qid}: reject RCPT {}: {text}",
@@ -286,12 +296,10 @@ async fn apply(
     plan: &EomPlan,
 ) -> Result<(), indymilter::ActionError> {
     // Highest index first, so the indexes of the others do not shift.
-    if let Some((name, _)) = &plan.add_header {
-        for &i in &plan.delete_headers {
-            actions
-                .change_header(name.as_str(), i, None::<&str>)
-                .await?;
-        }
+    for &i in &plan.delete_headers {
+        actions
+            .change_header(plan.header_name.as_str(), i, None::<&str>)
+            .await?;
     }
     for &i in &plan.delete_signatures {
         actions

@@ -4,9 +4,11 @@
 use crate::verdict::Action;
 use crate::{
     Runtime,
+    address::Address,
     batv::{self, TagError, Verified},
     config::OnInvalidTag,
-    outbound::{self, Origin, Signing},
+    outbound::{self, Origin, Signing, SkipReason},
+    tagguard::Gate,
 };
 use std::{
     net::IpAddr,
@@ -29,8 +31,10 @@ pub struct Session {
 /// One recipient and what its tag (if any) said.
 #[derive(Debug, Clone)]
 pub struct Rcpt {
-    /// As given in RCPT TO, without angle brackets.
-    pub addr: String,
+    /// As given in RCPT TO, without angle brackets (what the MTA knows it by).
+    pub given: String,
+    /// Normalised: what every check uses.
+    pub addr: Address,
     pub tag: Option<Result<Verified, TagError>>,
 }
 
@@ -40,6 +44,8 @@ pub struct Message {
     pub queue_id: Option<String>,
     /// Envelope sender without angle brackets; empty for the null sender.
     pub sender: String,
+    /// The envelope sender normalised; `None` for the null sender.
+    pub sender_addr: Option<Address>,
     pub esmtp_args: Vec<String>,
     pub origin: Origin,
     pub rcpts: Vec<Rcpt>,
@@ -80,11 +86,26 @@ pub enum RcptReply {
     Continue,
     /// 550 5.7.1 with this text.
     Reject(String),
+    /// A temporary refusal: SMTP code, enhanced code, text.
+    Tempfail(&'static str, &'static str, &'static str),
 }
+
+/// The one 550 text for every tag that fails verification: which check failed goes
+/// to the log and the metrics only, so the reply is no oracle.
+pub const BAD_TAG_TEXT: &str = "Invalid return address tag: we did not send mail from this address";
+/// A null-sender transaction carries one recipient; the rest are retried by the
+/// sending MTA in transactions of their own, so each is judged on its own proof.
+pub const ONE_RCPT_TEXT: &str =
+    "One recipient per null-sender message here, please send the others separately";
+/// A network that sent too many bad tags: tagged RCPTs are not verified for a while.
+pub const TAG_BLOCK_TEXT: &str =
+    "Too many invalid return address tags from your network, try again later";
 
 /// What the milter must do at end of message, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EomPlan {
+    /// Our header's name.
+    pub header_name: String,
     /// Indexes (1-based, per name) of our header to delete, highest first.
     pub delete_headers: Vec<i32>,
     pub add_header: Option<(String, String)>,
@@ -182,6 +203,7 @@ impl Session {
     pub fn mail(&mut self, args: &[String], auth_authen: Option<&str>) {
         let sender = args.first().map_or("", |a| unbracket(a)).to_string();
         self.msg = Some(Message {
+            sender_addr: Address::parse(&sender),
             sender,
             esmtp_args: args.iter().skip(1).cloned().collect(),
             origin: Origin {
@@ -195,24 +217,45 @@ impl Session {
         });
     }
 
-    /// RCPT TO: records the recipient; checks a tag on one of our domains.
-    pub fn rcpt(&mut self, args: &[String], today: i64) -> RcptReply {
+    /// RCPT TO: records the recipient; checks a tag on one of our domains. `now` is
+    /// unix seconds (the tag guard's clock), `today` days since 1970.
+    pub fn rcpt(&mut self, args: &[String], today: i64, now: u64) -> RcptReply {
         let rt = self.rt.clone();
+        let client = self.client_addr;
         let Some(msg) = self.msg.as_mut() else {
             return RcptReply::Continue;
         };
-        let addr = args.first().map_or("", |a| unbracket(a)).to_string();
+        let given = args.first().map_or("", |a| unbracket(a)).to_string();
+        let addr = Address::parse(&given).unwrap_or_default();
+        if msg.sender.is_empty()
+            && !msg.rcpts.is_empty()
+            && !outbound::is_originating(&rt.config.batv, &msg.origin)
+        {
+            return RcptReply::Tempfail("452", "4.5.3", ONE_RCPT_TEXT);
+        }
+        let tagged_ours = batv::is_tagged(addr.local())
+            && addr.is_address()
+            && rt.config.batv.is_our_domain(addr.domain());
+        if tagged_ours && rt.tag_guard.gate(client, now) == Gate::Blocked {
+            rt.stats.tag("blocked");
+            return RcptReply::Tempfail("451", "4.7.1", TAG_BLOCK_TEXT);
+        }
         let tag = check_recipient(&rt.config.batv, rt.keys.as_ref(), &addr, today);
         if let Some(t) = &tag {
             rt.stats
                 .tag(t.as_ref().map_or_else(|e| e.label(), |_| "valid"));
         }
-        if let (Some(Err(e)), OnInvalidTag::Reject) = (&tag, rt.config.batv.on_invalid_tag) {
-            return RcptReply::Reject(format!(
-                "Invalid return address tag ({e}): we did not send mail from this address"
-            ));
+        // A forged tag is a MAC guess: counted against the client's network. An
+        // expired tag has a good MAC; the verdict at end of message decides it.
+        if let Some(Err(e)) = &tag
+            && *e != TagError::Expired
+        {
+            rt.tag_guard.bad(client, now);
+            if rt.config.batv.on_invalid_tag == OnInvalidTag::Reject {
+                return RcptReply::Reject(BAD_TAG_TEXT.to_string());
+            }
         }
-        msg.rcpts.push(Rcpt { addr, tag });
+        msg.rcpts.push(Rcpt { given, addr, tag });
         RcptReply::Continue
     }
 
@@ -277,6 +320,7 @@ impl Session {
         let rt = self.rt.clone();
         let cfg = &rt.config;
         let mut plan = EomPlan {
+            header_name: cfg.milter.header_name.clone(),
             delete_headers: (1..=msg.own_headers).rev().collect(),
             delete_signatures: (1..=msg.own_signatures).rev().collect(),
             signature_header: cfg.verdict.signature_header.clone(),
@@ -286,7 +330,7 @@ impl Session {
         for r in &msg.rcpts {
             match &r.tag {
                 Some(Ok(v)) => {
-                    plan.untag_rcpts.push((r.addr.clone(), v.plain.clone()));
+                    plan.untag_rcpts.push((r.given.clone(), v.plain.clone()));
                     tags.push("valid");
                 }
                 Some(Err(e)) => tags.push(e.label()),
@@ -329,7 +373,11 @@ impl Session {
                 ""
             }
         );
-        plan.add_header = Some((cfg.milter.header_name.clone(), value));
+        // Outbound mail carries nothing about our internals; the header is for
+        // filters downstream of inbound mail.
+        if !outbound {
+            plan.add_header = Some((cfg.milter.header_name.clone(), value));
+        }
         plan
     }
 
@@ -343,13 +391,19 @@ impl Session {
         now: u64,
     ) -> String {
         let rt = &self.rt;
-        let rcpt_addrs: Vec<String> = msg.rcpts.iter().map(|r| r.addr.clone()).collect();
+        let cfg = &rt.config;
+        let rcpt_keys: Vec<String> = msg.rcpts.iter().map(|r| r.addr.key()).collect();
+        let sender = msg
+            .sender_addr
+            .as_ref()
+            .map(Address::to_string)
+            .unwrap_or_default();
         let signing = outbound::decide(
-            &rt.config.batv,
+            &cfg.batv,
             rt.keys.as_ref(),
             &msg.origin,
-            &msg.sender,
-            &rcpt_addrs,
+            &sender,
+            &rcpt_keys,
             today,
         );
         let header = |name: &str| {
@@ -359,25 +413,52 @@ impl Session {
                 .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
         };
         let (message_id, date) = (header("Message-ID"), header("Date"));
-        if let (Some(keys), Some(id), Some(date)) = (rt.keys.as_ref(), &message_id, &date) {
-            plan.signature = Some((
-                rt.config.verdict.signature_header.clone(),
-                crate::signature::sign(keys, id, date),
-            ));
+        let from = header("From")
+            .and_then(|f| crate::dsn::original::address_of(&f))
+            .unwrap_or_default();
+        // Mail from our domains is recorded, signed or exempt; mail to exempt
+        // recipients (lists, partners) carries no signature: the ledger covers it
+        // and a public archive then holds nothing to replay.
+        let ours = matches!(
+            signing,
+            Signing::Sign(_)
+                | Signing::Skip(SkipReason::ExemptSender | SkipReason::ExemptRecipient)
+        );
+        if let (Some(keys), Some(id), Some(date), true) = (
+            rt.keys.as_ref(),
+            &message_id,
+            &date,
+            matches!(
+                signing,
+                Signing::Sign(_) | Signing::Skip(SkipReason::ExemptSender)
+            ),
+        ) {
+            let expiry =
+                today + i64::from(cfg.batv.lifetime_days) + i64::from(cfg.ledger.grace_days);
+            let f = crate::signature::Fields {
+                message_id: id,
+                date,
+                from: &from,
+            };
+            if let Some(sig) = crate::signature::sign(keys, &f, &rcpt_keys, expiry) {
+                plan.signature = Some((cfg.verdict.signature_header.clone(), sig));
+            }
+        }
+        if ours
+            && let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id)
+            && let Err(e) = ledger.record(id, &sender, &rcpt_keys, now)
+        {
+            tracing::error!(
+                "{}: cannot record in the ledger: {e}",
+                msg.queue_id.as_deref().unwrap_or("NOQUEUE")
+            );
+            rt.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
         match signing {
             Signing::Sign(tagged) => {
-                let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
-                plan.change_sender = Some((format!("<{tagged}>"), args));
+                // No ESMTP arguments: the MTA keeps the client's own (BODY, ENVID, RET).
+                plan.change_sender = Some((format!("<{tagged}>"), None));
                 value.push_str("; signed=yes");
-                if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id)
-                    && let Err(e) = ledger.record(id, now)
-                {
-                    tracing::error!(
-                        "{}: cannot record in the ledger: {e}",
-                        msg.queue_id.as_deref().unwrap_or("NOQUEUE")
-                    );
-                }
                 rt.stats.outbound(None);
                 "direction=outbound signed=yes".to_string()
             }
@@ -408,6 +489,7 @@ impl Session {
                 tag: r.tag.as_ref(),
             })
             .collect();
+        let _ = local_hostname;
         let bad_source = self
             .client_addr
             .is_some_and(|ip| rt.reputation.is_bad(ip, now));
@@ -415,7 +497,6 @@ impl Session {
             config: cfg,
             keys: rt.keys.as_ref(),
             ledger: rt.ledger.as_deref(),
-            local_hostname,
             today,
             now,
             bad_source,
@@ -501,15 +582,16 @@ impl Session {
 pub fn check_recipient(
     cfg: &crate::config::BatvConfig,
     keys: Option<&crate::batv::Keys>,
-    addr: &str,
+    addr: &Address,
     today: i64,
 ) -> Option<Result<Verified, TagError>> {
-    if !batv::is_tagged(addr) {
+    if !batv::is_tagged(addr.local()) || !addr.is_address() || !cfg.is_our_domain(addr.domain()) {
         return None;
     }
-    let domain = addr.rsplit_once('@')?.1.to_ascii_lowercase();
-    if !cfg.is_our_domain(&domain) {
-        return None;
-    }
-    Some(batv::verify(keys?, addr, today, cfg.lifetime_days))
+    Some(batv::verify(
+        keys?,
+        &addr.to_string(),
+        today,
+        cfg.lifetime_days,
+    ))
 }

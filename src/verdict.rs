@@ -7,16 +7,26 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Evidence {
     pub kind: Kind,
-    /// 1. A recipient carries a valid tag of ours.
+    /// 1. Every recipient at our domains carries a valid tag of ours.
     pub valid_tag: bool,
-    /// 2. The returned original carries our signature header.
+    /// 2. The returned original carries our signature header, unexpired, made for
+    ///    this message and for one of the addresses the bounce speaks for.
     pub our_signature: bool,
-    /// 3. The original's Message-ID (or the one replied to) is in our ledger.
+    /// 3. The original's Message-ID (or the one replied to) is in our ledger, sent
+    ///    to one of the addresses the bounce speaks for.
     pub ledger_hit: bool,
-    /// 4. The original's Return-Path carries a valid tag of ours.
+    /// Hint (never proof): the original's Return-Path carries a valid tag of ours;
+    /// anyone who received mail from us can copy one.
     pub original_sender_tagged: bool,
-    /// 5. The original's Received chain shows one of our relays.
+    /// Hint (never proof): the newest Received line of the original shows one of
+    /// our networks as the client.
     pub our_relay: bool,
+    /// Hint (never proof): the original's Message-ID is in our ledger, sent by the
+    /// recipient of this bounce, but the bounce names none of its recipients.
+    pub ledger_unbound: bool,
+    /// Our signature was found but made for other recipients (or v1 outside its
+    /// migration window): a replay. For the log; it proves nothing.
+    pub signature_replayed: bool,
     /// a. A recipient carries a bad, expired or unknown-key tag (its label).
     pub bad_tag: Option<&'static str>,
     /// b. A recipient at a signing domain carries no tag.
@@ -31,9 +41,15 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// Evidence 1-4: the message is a reply to mail we really sent.
+    /// Evidence 1-3: the message is a reply to mail we really sent.
     pub fn proves_ours(&self) -> bool {
-        self.valid_tag || self.our_signature || self.ledger_hit || self.original_sender_tagged
+        self.valid_tag || self.our_signature || self.ledger_hit
+    }
+
+    /// Hints that the original may be ours: they can lower reject to quarantine,
+    /// never turn a stop into delivery.
+    pub fn hints_ours(&self) -> bool {
+        self.original_sender_tagged || self.our_relay || self.ledger_unbound
     }
 }
 
@@ -58,7 +74,7 @@ impl Default for Scores {
             valid_tag: -100,
             our_signature: -100,
             ledger_hit: -100,
-            original_sender_tagged: -100,
+            original_sender_tagged: -5,
             our_relay: -5,
             bad_tag: 100,
             untagged: 5,
@@ -196,42 +212,57 @@ pub fn decide(ev: &Evidence, policy: &Policy) -> Verdict {
     }
     let s = &policy.scores;
     let mut reasons = Vec::new();
-    let mut add = |on: bool, code: &'static str, points: i32| {
+    fn push(reasons: &mut Vec<Reason>, on: bool, code: &'static str, points: i32) {
         if on {
             reasons.push(Reason { code, points });
         }
-    };
+    }
+    let mut add = |on, code, points| push(&mut reasons, on, code, points);
     add(ev.valid_tag, "valid_tag", s.valid_tag);
     add(ev.our_signature, "our_signature", s.our_signature);
     add(ev.ledger_hit, "ledger_hit", s.ledger_hit);
+    add(ev.bad_tag.is_some(), "bad_tag", s.bad_tag);
+    add(ev.untagged && ev.signing_mature, "untagged", s.untagged);
+    add(
+        ev.original_present && !ev.our_signature && !ev.ledger_hit,
+        "foreign_original",
+        s.foreign_original,
+    );
+    add(!ev.original_present, "no_original", s.no_original);
+    add(ev.bad_source, "bad_source", s.bad_source);
+    add(ev.signature_replayed, "signature_replayed", 0);
+    let level = |score: i32| {
+        if score >= policy.reject_threshold {
+            Action::Reject
+        } else if score >= policy.quarantine_threshold {
+            Action::Quarantine
+        } else if score >= policy.tag_threshold {
+            Action::Tag
+        } else {
+            Action::Accept
+        }
+    };
+    let without_hints = level(reasons.iter().map(|r| r.points).sum());
+    let mut add = |on, code, points| push(&mut reasons, on, code, points);
     add(
         ev.original_sender_tagged,
         "original_sender_tagged",
         s.original_sender_tagged,
     );
     add(ev.our_relay, "our_relay", s.our_relay);
-    add(ev.bad_tag.is_some(), "bad_tag", s.bad_tag);
-    add(ev.untagged && ev.signing_mature, "untagged", s.untagged);
-    let ours_in_original =
-        ev.our_signature || ev.ledger_hit || ev.original_sender_tagged || ev.our_relay;
-    add(
-        ev.original_present && !ours_in_original,
-        "foreign_original",
-        s.foreign_original,
-    );
-    add(!ev.original_present, "no_original", s.no_original);
-    add(ev.bad_source, "bad_source", s.bad_source);
+    add(ev.ledger_unbound, "ledger_unbound", 0);
     let score: i32 = reasons.iter().map(|r| r.points).sum();
-    let mut decided = if score >= policy.reject_threshold {
-        Action::Reject
-    } else if score >= policy.quarantine_threshold {
-        Action::Quarantine
-    } else if score >= policy.tag_threshold {
-        Action::Tag
-    } else {
-        Action::Accept
+    // A hint lowers reject to quarantine, and never a stop to delivery.
+    let mut decided = match without_hints {
+        Action::Reject | Action::Quarantine if ev.hints_ours() => Action::Quarantine,
+        _ => level(score),
     };
-    if ev.proves_ours() && ev.bad_tag.is_none() {
+    // Proof accepts, whatever else; an expired tag (a late bounce) may be rescued by
+    // proof, a forged one (bad MAC, unknown key, malformed) never.
+    let bad_tag_forged = ev.bad_tag.is_some_and(|l| l != "expired");
+    if bad_tag_forged {
+        decided = Action::Reject;
+    } else if ev.proves_ours() {
         decided = Action::Accept;
     }
     if !ev.signing_mature && ev.bad_tag.is_none() && decided == Action::Reject {
@@ -309,11 +340,6 @@ mod tests {
                 ledger_hit: true,
                 ..ev()
             },
-            Evidence {
-                original_sender_tagged: true,
-                original_present: true,
-                ..ev()
-            },
         ] {
             assert_eq!(decide(&e, &p).action, Action::Accept, "{e:?}");
         }
@@ -328,25 +354,53 @@ mod tests {
         );
         assert_eq!(v.action, Action::Reject);
         assert!(v.reject_text().contains("return address tag is invalid"));
-        // Our relay in the original: not foreign, but not proof either.
+        // Hints (our relay, our tag on the original's Return-Path) are never proof
+        // and never turn a stop into delivery: at most reject becomes quarantine.
         let v = decide(
             &Evidence {
                 our_relay: true,
-                ..ev()
-            },
-            &p,
-        );
-        assert_eq!((v.action, v.score), (Action::Accept, 0));
-        assert_eq!(v.reasons_text(), "our_relay(-5),untagged(+5)");
-        let v = decide(
-            &Evidence {
-                our_relay: true,
-                bad_source: true,
+                original_sender_tagged: true,
                 ..ev()
             },
             &p,
         );
         assert_eq!((v.action, v.score), (Action::Quarantine, 5));
+        assert_eq!(
+            v.reasons_text(),
+            "untagged(+5),foreign_original(+10),original_sender_tagged(-5),our_relay(-5)"
+        );
+        let generous = Policy {
+            scores: Scores {
+                our_relay: -100,
+                ..Scores::default()
+            },
+            ..enforce()
+        };
+        let v = decide(
+            &Evidence {
+                our_relay: true,
+                ..ev()
+            },
+            &generous,
+        );
+        assert_eq!(v.action, Action::Quarantine, "even with -100 points");
+        // A late bounce to an expired tag is rescued by proof; a forged tag never.
+        let late = Evidence {
+            bad_tag: Some("expired"),
+            untagged: false,
+            ..ev()
+        };
+        assert_eq!(decide(&late, &p).action, Action::Reject);
+        let rescued = Evidence {
+            our_signature: true,
+            ..late.clone()
+        };
+        assert_eq!(decide(&rescued, &p).action, Action::Accept);
+        let forged = Evidence {
+            bad_tag: Some("bad_mac"),
+            ..rescued
+        };
+        assert_eq!(decide(&forged, &p).action, Action::Reject);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! cargo test --release --test accuracy -- --nocapture
 
 use backscatter_milter::{
+    address::Address,
     batv::{self, Keys},
     config::Config,
     dsn::Source,
@@ -25,7 +26,6 @@ fn context<'a>(config: &'a Config, keys: &'a Keys, ledger: &'a dyn Ledger) -> Co
         config,
         keys: Some(keys),
         ledger: Some(ledger),
-        local_hostname: Some("mx.backscatter-test.invalid"),
         today: TODAY,
         now: 1_000,
         bad_source: false,
@@ -54,13 +54,16 @@ fn decision_accuracy_on_the_corpus() {
     let ctx = |ledger: &'static dyn Ledger| context(&config, &keys, ledger);
     let empty: &'static dyn Ledger = Box::leak(Box::new(empty));
     let ours_l: &'static FileLedger = Box::leak(Box::new(ours));
-    let plain = "user@backscatter-test.invalid";
-    let tagged = batv::sign(&keys, plain, TODAY, 7).unwrap();
-    let tag_ok = batv::verify(&keys, &tagged, TODAY, 7);
+    let plain_text = "user@backscatter-test.invalid";
+    let plain = &Address::parse(plain_text).unwrap();
+    let tagged_text = batv::sign(&keys, plain_text, TODAY, 7).unwrap();
+    let tagged = Address::parse(&tagged_text).unwrap();
+    let tag_ok = batv::verify(&keys, &tagged_text, TODAY, 7);
 
     let mut forged: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     let mut genuine_tag = (0usize, 0usize);
     let mut genuine_ledger = (0usize, 0usize);
+    let mut genuine_unbound = (0usize, 0usize);
     let mut misses = Vec::new();
     let mut lines = labels.lines();
     let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
@@ -117,11 +120,22 @@ fn decision_accuracy_on_the_corpus() {
         if let (Source::Rfc822 | Source::Rfc822Headers | Source::Inline, Some(id)) =
             (a.original.source, &a.original.message_id)
         {
-            ours_l.record(id, 1_000).unwrap();
+            // Recorded as we record our mail: its sender and recipients (the
+            // failed recipients are among them).
+            let rcpts = evidence::claimants(&a, Some(sender));
+            ours_l.record(id, plain_text, &rcpts, 1_000).unwrap();
             let (_, _, v) = evidence::assess(&raw, Some(sender), &untagged, &ctx(ours_l));
-            genuine_ledger.1 += 1;
-            if v.decided == Action::Accept {
-                genuine_ledger.0 += 1;
+            if rcpts.is_empty() {
+                // Nothing to bind the proof to: held, never refused.
+                genuine_unbound.1 += 1;
+                if v.decided == Action::Quarantine {
+                    genuine_unbound.0 += 1;
+                }
+            } else {
+                genuine_ledger.1 += 1;
+                if v.decided == Action::Accept {
+                    genuine_ledger.0 += 1;
+                }
             }
         }
     }
@@ -157,4 +171,9 @@ fn decision_accuracy_on_the_corpus() {
     assert!(stopped >= 0.99, "forged backscatter stopped: {stopped}");
     assert_eq!(genuine_tag.0, genuine_tag.1);
     assert_eq!(genuine_ledger.0, genuine_ledger.1);
+    println!(
+        "genuine, Message-ID in ledger but no failed recipient found: {}/{} quarantined (never rejected)",
+        genuine_unbound.0, genuine_unbound.1
+    );
+    assert_eq!(genuine_unbound.0, genuine_unbound.1);
 }

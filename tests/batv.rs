@@ -109,10 +109,8 @@ fn outbound_signed_then_bounce_to_tag_delivered_to_plain_address() {
     let got = rig.wait_delivered(2);
     let bounce = got.iter().find(|m| m.mail_from == "<>").unwrap();
     assert_eq!(bounce.rcpts, vec!["<user@example.org>"]);
-    assert_eq!(
-        bounce.header("X-Backscatter"),
-        vec!["null-sender=yes; rcpts=1; batv=valid"]
-    );
+    // From loopback (a trusted network) the bounce counts as ours: no header.
+    assert_eq!(bounce.header("X-Backscatter"), Vec::<String>::new());
 
     // Tags are case-insensitive (MTAs fold case).
     let (ok, t) = rig.swaks(&["--from", "<>", "--to", &tagged.to_uppercase()]);
@@ -120,28 +118,31 @@ fn outbound_signed_then_bounce_to_tag_delivered_to_plain_address() {
     let got = rig.wait_delivered(3);
     assert_eq!(
         got.iter()
-            .filter(|m| m.rcpts == ["<user@example.org>"] || m.rcpts == ["<USER@EXAMPLE.ORG>"])
+            .filter(|m| m.rcpts.len() == 1 && m.rcpts[0].eq_ignore_ascii_case("<user@example.org>"))
             .count(),
         2
     );
 
-    // 3. Bad tags are refused at RCPT with 550 5.7.1.
+    // 3. Forged tags are refused at RCPT with 550 5.7.1, one text for every reason
+    //    (no oracle); an expired tag is left to the verdict at end of message.
     let expired = batv::sign(&test_keys(), "user@example.org", batv::today() - 30, 7).unwrap();
     let mut unknown_key = tagged.clone().into_bytes();
     unknown_key[5] = b'9';
     let unknown_key = String::from_utf8(unknown_key).unwrap();
-    for (bad, why) in [
-        (corrupt_tag(&tagged), "bad signature"),
-        (expired, "tag expired"),
-        (unknown_key, "unknown key id 9"),
-    ] {
+    for bad in [corrupt_tag(&tagged), unknown_key] {
         let (ok, t) = rig.swaks(&["--from", "<>", "--to", &bad]);
         assert!(!ok, "{bad} accepted:\n{t}");
         assert!(
-            t.contains("<** 550 5.7.1") && t.contains(why),
+            t.contains(&format!(
+                "<** 550 5.7.1 {}",
+                backscatter_milter::session::BAD_TAG_TEXT
+            )),
             "{bad}:\n{t}"
         );
+        assert!(!t.contains("signature") && !t.contains("key id"), "{t}");
     }
+    let (ok, t) = rig.swaks(&["--from", "<>", "--to", &expired]);
+    assert!(ok, "an expired tag passes RCPT: {t}");
     // Garbage tags are rejected by Postfix's own recipient check (not our shape).
     let (ok, t) = rig.swaks(&["--from", "<>", "--to", "prvs=12=user@example.org"]);
     assert!(!ok && t.contains("550 5.1.1"), "{t}");
@@ -157,9 +158,10 @@ fn outbound_signed_then_bounce_to_tag_delivered_to_plain_address() {
     assert!(r.starts_with("250"), "callout: {r}");
     assert!(smtp.cmd("QUIT").starts_with("221"));
 
-    // Nothing more arrived than the three accepted messages, nothing queued.
+    // Nothing more arrived than the four accepted messages (from loopback, a trusted
+    // network, nothing is judged), nothing queued.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(rig.delivered().len(), 3);
+    assert_eq!(rig.delivered().len(), 4);
     assert!(rig.queued().is_empty());
 }
 

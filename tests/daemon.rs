@@ -78,7 +78,7 @@ fn unix_socket_reload_and_graceful_shutdown() {
         fs::write(
             &cfg,
             format!(
-                "[milter]\nsocket = \"unix:{}\"\nsocket_mode = \"0666\"\nheader_name = \"{header}\"\nshutdown_timeout_secs = 20\n",
+                "[milter]\nsocket = \"unix:{}\"\nsocket_mode = \"0666\"\nheader_name = \"{header}\"\nshutdown_timeout_secs = 20\n[batv]\ntrusted_networks = []\n",
                 socket.display()
             ),
         )

@@ -9,13 +9,23 @@ use std::path::Path;
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
+/// The recipient of the mail `World::send_ours` sends: the one its bounces name.
+const FRIEND: &str = "friend@remote.example";
+
 /// A real Postfix NDR from the corpus (its message/rfc822 part is empty) with
-/// `original` put inside it.
+/// `original` put inside it, reporting `FRIEND` as the failed recipient.
 fn ndr_returning(original: &str) -> String {
+    ndr_for(FRIEND, original)
+}
+
+/// The same NDR reporting `failed` as the failed recipient.
+fn ndr_for(failed: &str, original: &str) -> String {
     let t = std::fs::read_to_string(
         Path::new(FIX).join("corpus/sisimai/maildir/bsd/lhost-postfix-01.eml"),
     )
-    .unwrap();
+    .unwrap()
+    .replace("r@p351355.pool.example.ne.jp", failed)
+    .replace("kijitora@example.org", failed);
     let marker = "Content-Type: message/rfc822\n";
     let at = t.rfind(marker).unwrap() + marker.len();
     format!(
@@ -40,7 +50,9 @@ fn ndr_without_original() -> String {
 
 /// A headers-only Postfix bounce (text/rfc822-headers) returning `headers`.
 fn headers_only_returning(headers: &str) -> String {
-    let t = std::fs::read_to_string(Path::new(FIX).join("own/postfix-headers-only.eml")).unwrap();
+    let t = std::fs::read_to_string(Path::new(FIX).join("own/postfix-headers-only.eml"))
+        .unwrap()
+        .replace("tom@remote.example", FRIEND);
     let start = t.find("Content-Type: text/rfc822-headers\n\n").unwrap()
         + "Content-Type: text/rfc822-headers\n\n".len();
     let end = t.rfind("\n--D00E2A0155").unwrap();
@@ -102,7 +114,7 @@ impl World {
                 "--from",
                 "user@example.org",
                 "--to",
-                "friend@remote.example",
+                FRIEND,
                 "--header",
                 &format!("Subject: {subject}"),
             ],
@@ -216,11 +228,14 @@ fn verdicts_through_postfix_enforce() {
         .pop()
         .or_else(|| ours.header("Message-ID").pop())
         .unwrap();
-    let oof_ours = oof.replace("<c0ffee42-3@example.org>", &our_id);
+    // The reply of the recipient of our mail (the ledger knows it was one).
+    let oof_ours = oof
+        .replace("<c0ffee42-3@example.org>", &our_id)
+        .replace("anna@remote.example", FRIEND);
     sent += 1;
     let (ok, t) = w.rig.swaks(&[
         "--from",
-        "anna@remote.example",
+        FRIEND,
         "--to",
         "user@example.org",
         "--data",

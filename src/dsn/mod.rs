@@ -101,6 +101,8 @@ pub struct Analysis {
     pub original: Original,
     /// Message-IDs this message answers (In-Reply-To, References), without brackets.
     pub replied_to: Vec<String>,
+    /// The address in this message's own From (an auto-replier's address).
+    pub from: Option<String>,
     /// A cap was reached: the analysis is of what was seen.
     pub truncated: bool,
 }
@@ -742,6 +744,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         reporting_mta,
         original,
         replied_to: top.replied_to,
+        from: Some(top.from_addr).filter(|f| f.contains('@')),
         truncated,
     }
 }
