@@ -11,6 +11,7 @@ pub mod dsn;
 pub mod evidence;
 pub mod http;
 pub mod ledger;
+pub mod maps;
 pub mod milter;
 pub mod net;
 pub mod outbound;

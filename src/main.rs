@@ -60,6 +60,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Print Postfix's recipient_canonical_maps regexp table for the configured
+    /// batv.sign_domains (reads only the config).
+    PostfixMap,
     /// Print a new key line for the key file.
     Keygen {
         /// The key id, 0-9.
@@ -77,6 +80,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("keygen: {e}")),
+        },
+        Some(Command::PostfixMap) => match Config::load(&cli.config) {
+            Ok(c) => {
+                print!(
+                    "{}",
+                    backscatter_milter::maps::postfix_recipient_map(&c.batv)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
         },
         Some(Command::Classify {
             json,

@@ -40,7 +40,26 @@ fn rig_uses_the_shipped_postfix_settings() {
         shipped.contains("recipient_canonical_maps = regexp:/etc/postfix/batv-recipient.regexp")
     );
     assert!(shipped.contains("recipient_canonical_classes = envelope_recipient"));
-    assert!(std::path::Path::new(REGEXP).exists());
+    // The contrib map is what `postfix-map` prints for example.org (no drift), and
+    // the rig loads exactly what the binary prints.
+    let dir = temp_dir();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        "[batv]\nsign_domains = [\"example.org\"]\nkey_file = \"/nonexistent\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "postfix-map"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(REGEXP).unwrap()
+    );
+    let rig_map = common::BATV_MAIN_CF[0].1.trim_start_matches("regexp:");
+    assert_eq!(std::fs::read(rig_map).unwrap(), out.stdout);
 }
 
 #[test]

@@ -302,7 +302,7 @@ fn key_rotation_on_sighup() {
     .unwrap();
     let log = dir.path().join("milter.log");
     let daemon = Daemon::start(&cfg, &log);
-    let rig = Rig::start(&format!("unix:{}", sock.display()), &common::BATV_MAIN_CF);
+    let rig = Rig::start(&format!("unix:{}", sock.display()), &*common::BATV_MAIN_CF);
     let send = |to: &str| {
         let (ok, t) = rig.swaks_port(
             rig.submission_port,

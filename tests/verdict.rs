@@ -95,7 +95,7 @@ fn world_with(batv_extra: &str, verdict: &str) -> World {
         state.display()
     );
     let milter = TestMilter::start(&cfg);
-    let rig = Rig::start(&milter.socket(), &common::BATV_MAIN_CF);
+    let rig = Rig::start(&milter.socket(), &*common::BATV_MAIN_CF);
     World {
         dir,
         milter,

@@ -46,19 +46,39 @@ pub struct Original {
 }
 
 static FIELD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([!-9;-~]{1,76}):[ \t]?(.*)$").unwrap());
+    LazyLock::new(|| Regex::new(r"^([!-9;-~]{1,997}):[ \t]?(.*)$").unwrap());
+
+/// Fields kept past the cap on header fields, so a returned original cannot hide
+/// what the verdict reads (our signature header is appended last, after the
+/// original's own fields) behind hundreds of others.
+fn kept_past_cap(name: &str) -> bool {
+    ["message-id", "date", "from", "return-path"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        || name
+            .get(..13)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-backscatter"))
+}
+
+/// Most fields kept past the cap.
+const MAX_KEPT_PAST_CAP: usize = 32;
 
 /// Splits a header block into unfolded fields; stops at the first empty or
 /// non-header line. Returns the fields and whether a body separator was reached.
 pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut ended = false;
+    // The field being read was dropped (past the cap): so are its continuations.
+    let mut dropped = false;
     for line in block.lines() {
         if line.trim().is_empty() {
             ended = true;
             break;
         }
         if line.starts_with([' ', '\t']) {
+            if dropped {
+                continue;
+            }
             match out.last_mut() {
                 Some(last) => {
                     if last.1.len() < 4096 {
@@ -71,8 +91,14 @@ pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
             }
         }
         match FIELD.captures(line) {
-            Some(c) if out.len() < max => out.push((c[1].to_string(), c[2].trim().to_string())),
-            Some(_) => break,
+            Some(c)
+                if out.len() < max
+                    || (out.len() < max + MAX_KEPT_PAST_CAP && kept_past_cap(&c[1])) =>
+            {
+                dropped = false;
+                out.push((c[1].to_string(), c[2].trim().to_string()));
+            }
+            Some(_) => dropped = true,
             None => {
                 ended = !out.is_empty();
                 break;

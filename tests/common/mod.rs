@@ -640,14 +640,33 @@ pub fn http_raw(addr: SocketAddr, request: &str) -> (u16, String) {
 }
 
 /// The BATV lines of contrib/postfix/main.cf, pointing at the shipped regexp map.
-pub const BATV_MAIN_CF: [(&str, &str); 2] = [
-    (
-        "recipient_canonical_maps",
-        concat!(
-            "regexp:",
-            env!("CARGO_MANIFEST_DIR"),
-            "/contrib/postfix/batv-recipient.regexp"
-        ),
-    ),
-    ("recipient_canonical_classes", "envelope_recipient"),
-];
+/// The Postfix settings for BATV: the recipient map as `backscatter-milter
+/// postfix-map` prints it for example.org (the tests load what the binary prints).
+pub static BATV_MAIN_CF: std::sync::LazyLock<[(&str, &str); 2]> = std::sync::LazyLock::new(|| {
+    let dir = std::env::temp_dir().join(format!("bsm-map-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("milter.toml");
+    fs::write(
+        &cfg,
+        "[batv]\nsign_domains = [\"example.org\"]\nkey_file = \"/nonexistent\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backscatter-milter"))
+        .args(["--config", cfg.to_str().unwrap(), "postfix-map"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let map = dir.join("batv-recipient.regexp");
+    fs::write(&map, &out.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let value: &'static str = Box::leak(format!("regexp:{}", map.display()).into_boxed_str());
+    [
+        ("recipient_canonical_maps", value),
+        ("recipient_canonical_classes", "envelope_recipient"),
+    ]
+});
