@@ -162,6 +162,19 @@ fn parse_line(line: &str) -> Option<(String, Entry)> {
     ))
 }
 
+/// Whether the file's last byte is not a newline (a write cut short by a crash).
+fn ends_torn(path: &Path) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    if f.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0] != b'\n')
+}
+
 impl FileLedger {
     /// An in-memory ledger (tests, and `classify` without a state directory).
     pub fn memory(max_entries: usize, ttl_secs: u64) -> Self {
@@ -195,7 +208,11 @@ impl FileLedger {
         let path = dir.join("ledger.log");
         let ledger = Self::memory(max_entries, ttl_secs);
         let lines = ledger.replay(&path, now);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // A line torn by a crash must not swallow the next record.
+        if ends_torn(&path)? {
+            file.write_all(b"\n")?;
+        }
         {
             let mut log = ledger.log.lock().unwrap_or_else(|e| e.into_inner());
             log.file = Some(file);
@@ -478,10 +495,16 @@ mod tests {
         log.extend_from_slice(b"garbage\n");
         log.extend_from_slice(b"100 legacy-format@x\n");
         log.extend_from_slice(b"100 two@x 0000000000000001 \n");
+        log.extend_from_slice(b"100 torn@x 00000000"); // cut short by a crash
         fs::write(dir.path().join("ledger.log"), log).unwrap();
         let l = FileLedger::open(dir.path(), 100, 1000, 100).unwrap();
-        assert_eq!(l.skipped(), 2);
+        assert_eq!(l.skipped(), 3);
         assert_eq!(l.len(), 3);
+        // The next record starts on a line of its own.
+        l.record("after@x", "a@x", &["b@x".into()], 100).unwrap();
+        drop(l);
+        let l = FileLedger::open(dir.path(), 100, 1000, 100).unwrap();
+        assert!(l.lookup("after@x", 100).is_some());
         assert!(l.lookup("two@x", 100).is_some());
         assert!(l.lookup("legacy-format@x", 100).unwrap().rcpts.is_empty());
     }
