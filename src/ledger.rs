@@ -495,7 +495,7 @@ mod tests {
         log.extend_from_slice(b"garbage\n");
         log.extend_from_slice(b"100 legacy-format@x\n");
         log.extend_from_slice(b"100 two@x 0000000000000001 \n");
-        log.extend_from_slice(b"100 torn@x 00000000"); // cut short by a crash
+        log.extend_from_slice(b"100 torn@x 0000000000000001 0000000000000002,"); // cut short
         fs::write(dir.path().join("ledger.log"), log).unwrap();
         let l = FileLedger::open(dir.path(), 100, 1000, 100).unwrap();
         assert_eq!(l.skipped(), 3);
