@@ -115,17 +115,25 @@ impl Default for RawScores {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLedger {
+    backend: String,
     state_dir: String,
     max_entries: usize,
     grace_days: u16,
+    redis_url: String,
+    redis_prefix: String,
+    redis_timeout_ms: u64,
 }
 
 impl Default for RawLedger {
     fn default() -> Self {
         Self {
+            backend: "file".into(),
             state_dir: "/var/lib/backscatter-milter".into(),
             max_entries: 1_000_000,
             grace_days: 7,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_prefix: "backscatter:".into(),
+            redis_timeout_ms: 250,
         }
     }
 }
@@ -341,6 +349,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the sent-message ledger lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerBackend {
+    /// `ledger.log` under `state_dir` (one server).
+    File,
+    /// Redis at `redis_url` (several servers share it).
+    Redis,
+}
+
 /// What to do with a recipient whose tag fails verification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnInvalidTag {
@@ -444,9 +461,13 @@ pub struct VerdictConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerConfig {
+    pub backend: LedgerBackend,
     pub state_dir: PathBuf,
     pub max_entries: usize,
     pub grace_days: u16,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub redis_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -697,6 +718,19 @@ impl Config {
                 "is in the future: set it to the day signing was (or is) turned on",
             ));
         }
+        let backend = match lg.backend.as_str() {
+            "file" => LedgerBackend::File,
+            "redis" => LedgerBackend::Redis,
+            _ => return Err(v.err("ledger", "backend", "expected \"file\" or \"redis\"")),
+        };
+        if backend == LedgerBackend::Redis {
+            if let Err(e) = redis::Client::open(lg.redis_url.as_str()) {
+                return Err(v.err("ledger", "redis_url", format!("not a Redis URL: {e}")));
+            }
+            if !(10..=10_000).contains(&lg.redis_timeout_ms) {
+                return Err(v.err("ledger", "redis_timeout_ms", "must be between 10 and 10000"));
+            }
+        }
         if lg.grace_days > 365 {
             return Err(v.err("ledger", "grace_days", "must be between 0 and 365"));
         }
@@ -846,9 +880,13 @@ impl Config {
                 legacy_signature_until,
             },
             ledger: LedgerConfig {
+                backend,
                 state_dir: lg.state_dir.into(),
                 max_entries: lg.max_entries,
                 grace_days: lg.grace_days,
+                redis_url: lg.redis_url,
+                redis_prefix: lg.redis_prefix,
+                redis_timeout: Duration::from_millis(lg.redis_timeout_ms),
             },
             reputation: ReputationConfig {
                 window_secs: rp.window_secs,

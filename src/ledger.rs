@@ -86,6 +86,10 @@ pub trait Ledger: Send + Sync {
     fn skipped(&self) -> u64 {
         0
     }
+    /// Operations that failed (a shared store down or slow).
+    fn errors(&self) -> u64 {
+        0
+    }
 }
 
 impl std::fmt::Debug for dyn Ledger {

@@ -15,6 +15,7 @@ pub mod maps;
 pub mod milter;
 pub mod net;
 pub mod outbound;
+pub mod redis_ledger;
 pub mod reputation;
 pub mod session;
 pub mod signature;
@@ -96,12 +97,28 @@ impl Runtime {
         let ledger: Option<Arc<dyn ledger::Ledger>> = if config.batv.enabled() {
             let l = &config.ledger;
             let ttl = config.ledger_ttl_secs();
-            let fl = ledger::FileLedger::open(&l.state_dir, l.max_entries, ttl, unix_now())
-                .map_err(|source| LoadError::Ledger {
-                    dir: l.state_dir.display().to_string(),
-                    source,
-                })?;
-            Some(Arc::new(fl))
+            match l.backend {
+                config::LedgerBackend::File => {
+                    let fl = ledger::FileLedger::open(&l.state_dir, l.max_entries, ttl, unix_now())
+                        .map_err(|source| LoadError::Ledger {
+                            dir: l.state_dir.display().to_string(),
+                            source,
+                        })?;
+                    Some(Arc::new(fl))
+                }
+                config::LedgerBackend::Redis => Some(Arc::new(
+                    redis_ledger::RedisLedger::new(
+                        &l.redis_url,
+                        &l.redis_prefix,
+                        ttl,
+                        l.redis_timeout,
+                    )
+                    .map_err(|source| LoadError::Ledger {
+                        dir: l.redis_url.clone(),
+                        source,
+                    })?,
+                )),
+            }
         } else {
             None
         };

@@ -146,12 +146,25 @@ fn classify(
         Err(e) => return fail(format!("batv.key_file: {e}")),
     };
     let now = backscatter_milter::unix_now();
-    let ledger = FileLedger::read_only(
-        &config.ledger.state_dir,
-        config.ledger.max_entries,
-        config.ledger_ttl_secs(),
-        now,
-    );
+    let ledger: Box<dyn backscatter_milter::ledger::Ledger> = match config.ledger.backend {
+        backscatter_milter::config::LedgerBackend::File => Box::new(FileLedger::read_only(
+            &config.ledger.state_dir,
+            config.ledger.max_entries,
+            config.ledger_ttl_secs(),
+            now,
+        )),
+        backscatter_milter::config::LedgerBackend::Redis => {
+            match backscatter_milter::redis_ledger::RedisLedger::new(
+                &config.ledger.redis_url,
+                &config.ledger.redis_prefix,
+                config.ledger_ttl_secs(),
+                config.ledger.redis_timeout,
+            ) {
+                Ok(l) => Box::new(l),
+                Err(e) => return fail(e),
+            }
+        }
+    };
     let sender = mail_from.map(|s| s.trim().trim_matches(['<', '>']).to_string());
     let today = batv::today();
     let rcpts: Vec<backscatter_milter::address::Address> = rcpts
@@ -173,7 +186,7 @@ fn classify(
     let ctx = evidence::Context {
         config: &config,
         keys: keys.as_ref(),
-        ledger: Some(&ledger),
+        ledger: Some(ledger.as_ref()),
         today,
         now,
         bad_source: false,

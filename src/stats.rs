@@ -45,7 +45,8 @@ pub const ACTIONS: [Action; 4] = [
     Action::Quarantine,
     Action::Reject,
 ];
-pub const TAG_RESULTS: [&str; 6] = [
+pub const TAG_RESULTS: [&str; 7] = [
+    "blocked",
     "valid",
     "bad_mac",
     "expired",
@@ -53,7 +54,9 @@ pub const TAG_RESULTS: [&str; 6] = [
     "malformed",
     "missing",
 ];
-pub const REASONS: [&str; 11] = [
+pub const REASONS: [&str; 13] = [
+    "signature_replayed",
+    "ledger_unbound",
     "valid_tag",
     "our_signature",
     "ledger_hit",
@@ -231,6 +234,12 @@ impl Collector for Live {
                 "backscatter_ledger_misses",
                 "Ledger lookups that found nothing",
                 l.misses(),
+            )?;
+            counter(
+                &mut enc,
+                "backscatter_ledger_errors",
+                "Ledger operations that failed (shared store down or slow, disk errors)",
+                l.errors(),
             )?;
         }
         Ok(())
@@ -505,7 +514,7 @@ impl Stats {
             "decisions": by_action(&self.decisions),
             "reasons": count(&self.reasons, &REASONS),
             "bounce_status": Value::Object(status_classes().map(|c| (c.to_string(), json!(self.statuses.get_or_create(&ClassL { class: c }).get()))).filter(|(_, v)| v != &json!(0)).collect()),
-            "ledger": ledger.map(|l| json!({"entries": l.len(), "hits": l.hits(), "misses": l.misses()})),
+            "ledger": ledger.map(|l| json!({"entries": l.len(), "hits": l.hits(), "misses": l.misses(), "errors": l.errors()})),
             "errors": counters.errors.load(Relaxed),
             "tempfails": counters.tempfails.load(Relaxed),
             "connections_open": counters.connections_open.load(Relaxed),
