@@ -367,8 +367,7 @@ impl Session {
         }
         match signing {
             Signing::Sign(tagged) => {
-                let args = (!msg.esmtp_args.is_empty()).then(|| msg.esmtp_args.join(" "));
-                plan.change_sender = Some((format!("<{tagged}>"), args));
+                plan.change_sender = Some((format!("<{tagged}>"), None));
                 value.push_str("; signed=yes");
                 if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id)
                     && let Err(e) = ledger.record(id, now)
