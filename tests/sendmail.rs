@@ -565,14 +565,19 @@ fn ndr_returning(original: &str) -> String {
 /// Spam that forged our user's address, as a third party received it.
 const SPAM: &str = "Received: from bot.spammer.example (bot.spammer.example [203.0.113.66])\n\tby mx.third.example (Postfix) with ESMTP id 77AA\n\tfor <victim@third.example>; Mon, 23 Nov 2026 10:00:00 +0000\nFrom: mail@example.org\nTo: victim@third.example\nSubject: Cheap watches\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nMessage-ID: <forged-1@bot.spammer.example>\n\nBuy now.\n";
 
-/// A milter on a unix socket in `dir`: BATV for example.org, no trusted networks
-/// (only what the daemon names in `sign_daemon_names` make ours: by default
-/// Sendmail's MSA), the ledger in `dir`, then `extra` TOML.
-fn milter(dir: &Path, batv_extra: &str, extra: &str) -> (TestMilter, String) {
+/// A milter on a unix socket in `dir`: BATV for example.org, the ledger in `dir`,
+/// then `extra` TOML. Without `trusted_loopback`, no trusted networks: only the
+/// daemons in the default `sign_daemon_names` (Sendmail's MSA) sign.
+fn milter(dir: &Path, trusted_loopback: bool, extra: &str) -> (TestMilter, String) {
     let sock = dir.join("milter.sock");
+    let trusted = if trusted_loopback {
+        ""
+    } else {
+        "trusted_networks = []"
+    };
     let cfg = format!(
         "{}\n[ledger]\nstate_dir = \"{}\"\n{extra}\n",
-        batv_config(dir, &format!("trusted_networks = []\n{batv_extra}")),
+        batv_config(dir, trusted),
         dir.join("state").display()
     );
     let m = TestMilter::start_on(&cfg, Transport::Unix(sock.clone()));
@@ -594,7 +599,7 @@ fn our_message(id: &str, subject: &str) -> String {
 fn sendmail_signs_verifies_and_rejects_backscatter() {
     let Some(root) = sendmail_root() else { return };
     let dir = temp_dir();
-    let (milter, socket) = milter(dir.path(), "", ENFORCE);
+    let (milter, socket) = milter(dir.path(), false, ENFORCE);
     let sm = Sendmail::start(&root, &socket, WITH_RULE);
 
     // 1. Our user submits through the MSA, asking for DSNs.
@@ -729,7 +734,7 @@ fn sendmail_signs_verifies_and_rejects_backscatter() {
 fn sendmail_without_the_local_rule_loses_bounces_to_tags() {
     let Some(root) = sendmail_root() else { return };
     let dir = temp_dir();
-    let (_milter, socket) = milter(dir.path(), "", ENFORCE);
+    let (_milter, socket) = milter(dir.path(), false, ENFORCE);
     let sm = Sendmail::start(&root, &socket, Options { local_rule: false });
     let tagged = batv::sign(&test_keys(), "mail@example.org", batv::today(), 7).unwrap();
     let r = submit(
@@ -750,7 +755,7 @@ fn sendmail_quarantine_hold_list_release() {
     let dir = temp_dir();
     let (_milter, socket) = milter(
         dir.path(),
-        "",
+        false,
         "[verdict]\nmode = \"enforce\"\nreject_threshold = 50\nquarantine_threshold = 5\n",
     );
     let sm = Sendmail::start(&root, &socket, WITH_RULE);
@@ -810,7 +815,7 @@ fn sendmail_quarantine_hold_list_release() {
 fn sendmail_tempfails_while_the_milter_is_down() {
     let Some(root) = sendmail_root() else { return };
     let dir = temp_dir();
-    let (milter, socket) = milter(dir.path(), "", ENFORCE);
+    let (milter, socket) = milter(dir.path(), false, ENFORCE);
     let sm = Sendmail::start(&root, &socket, WITH_RULE);
     let msg = our_message("sm-down@example.org", "while down");
     let r = submit(
@@ -849,7 +854,7 @@ fn sendmail_milter_connection_idle_between_commands() {
         let dir = temp_dir();
         let (_milter, socket) = milter(
             dir.path(),
-            "",
+            false,
             &format!("{ENFORCE}[milter]\nconnection_timeout_secs = {timeout}\n"),
         );
         let sm = Sendmail::start(&root, &socket, WITH_RULE);
@@ -883,5 +888,88 @@ fn sendmail_milter_connection_idle_between_commands() {
             .milter
             .connection_timeout,
         Duration::from_secs(7210)
+    );
+}
+
+/// Command-line mail: `sendmail -t` with a submit.cf built like Debian's (the
+/// `msp` feature relaying to [127.0.0.1] port 25, here the test's MTA port). The
+/// MSP itself runs no milter; it hands the message over SMTP to the MTA daemon,
+/// where the milter sees a client at 127.0.0.1 on daemon MTA: signed through
+/// the default trusted_networks (loopback).
+#[test]
+fn sendmail_command_line_mail_through_the_msp_is_signed() {
+    let Some(root) = sendmail_root() else { return };
+    let dir = temp_dir();
+    let (_milter, socket) = milter(dir.path(), true, ENFORCE);
+    let sm = Sendmail::start(&root, &socket, WITH_RULE);
+    let d = sm.dir.path();
+    // The MSP refuses to run as root; Debian runs it as smmsp, this rig as mail.
+    fs::create_dir(d.join("clientmqueue")).unwrap();
+    Command::new("chown")
+        .args(["mail:mail", d.join("clientmqueue").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let mc = format!(
+        "divert(-1)
+divert(0)dnl
+VERSIONID(`backscatter-milter test MSP')
+define(`confCF_VERSION', `Submit')dnl
+define(`__OSTYPE__',`')dnl
+define(`confDOMAIN_NAME', `mx.example.org')dnl
+define(`confRUN_AS_USER', `mail')dnl
+define(`MSP_QUEUE_DIR', `{d}/clientmqueue')dnl
+define(`confPID_FILE', `{d}/sm-client.pid')dnl
+define(`confSERVICE_SWITCH_FILE', `{d}/service.switch')dnl
+define(`confDONT_BLAME_SENDMAIL', `GroupWritableDirPathSafe,TrustStickyBit')dnl
+define(`confTO_IDENT', `0')dnl
+define(`RELAY_MAILER_ARGS', `TCP $h {port}')dnl
+FEATURE(`msp', `[127.0.0.1]', `25')dnl
+",
+        d = d.display(),
+        port = sm.mta_port
+    );
+    let cf = build_cf(&root, &d.join("submit.mc"), &mc);
+    fs::write(d.join("submit.cf"), cf).unwrap();
+    let out = sm.sendmail(
+        &[
+            "-C",
+            d.join("submit.cf").to_str().unwrap(),
+            "-f",
+            "mail@example.org",
+            "-t",
+            "-i",
+        ],
+        &our_message("msp-1@example.org", "from the command line"),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        common::transcript(&out),
+        sm.log()
+    );
+    sm.wait_sent("esmtp", 1);
+    let got = sm.sunk();
+    assert_eq!(got.len(), 1);
+    let tagged = got[0].sender();
+    assert!(
+        batv::verify(&test_keys(), tagged, batv::today(), 7)
+            .is_ok_and(|v| v.plain == "mail@example.org"),
+        "{}",
+        got[0].mail_args
+    );
+    assert!(got[0].header("X-Backscatter")[0].contains("signed=yes"));
+    // The MSP's own AUTH=<> (it is not authenticated) may pass on; never an empty one.
+    assert!(
+        !got[0].mail_args.split(' ').any(|a| a == "AUTH="),
+        "{}",
+        got[0].mail_args
+    );
+    // It came in over SMTP from 127.0.0.1 through the MTA daemon.
+    let log = sm.log();
+    assert!(
+        log.lines().any(|l| l.contains("msgid=<msp-1@example.org>")
+            && l.contains("daemon=MTA,")
+            && l.contains("[127.0.0.1]")),
+        "{log}"
     );
 }
