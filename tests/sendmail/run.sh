@@ -11,7 +11,10 @@ exec unshare -m --propagation private sh -eu -c '
 dir=$1
 shift
 mount --bind "$dir/hosts" /etc/hosts
-mount --bind "$dir/resolv.conf" /etc/resolv.conf
+# (Without an /etc/resolv.conf the resolver asks 127.0.0.1 anyway.)
+if [ -e /etc/resolv.conf ]; then
+  mount --bind "$dir/resolv.conf" /etc/resolv.conf
+fi
 mkdir -p "$dir/olddev"
 mount --rbind /dev "$dir/olddev"
 mount -t tmpfs -o mode=755 bsmdev /dev
