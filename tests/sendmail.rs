@@ -180,6 +180,19 @@ struct Sendmail {
 
 impl Sendmail {
     fn start(root: &Path, milter_socket: &str, opts: Options) -> Self {
+        // A free port can be taken by another test's server before Sendmail or
+        // smtp-sink binds it: then start again on other ports.
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Self::try_start(root, milter_socket, opts) {
+                Ok(sm) => return sm,
+                Err(e) => why = e,
+            }
+        }
+        panic!("Sendmail did not start: {why}");
+    }
+
+    fn try_start(root: &Path, milter_socket: &str, opts: Options) -> Result<Self, String> {
         let dir = temp_dir();
         let d = dir.path();
         for (sub, mode) in [("queue", 0o700), ("sink", 0o755), ("mbox", 0o777)] {
@@ -292,21 +305,48 @@ MAILER(`smtp')dnl
             sink,
             syslog,
         };
-        sm.wait_for_port(mta_port);
-        sm.wait_for_port(msa_port);
-        sm.wait_for_port(sink_port);
-        sm
+        sm.wait_for_port(sink_port, "220 ")?;
+        thread::sleep(Duration::from_millis(50));
+        if let Ok(Some(st)) = sm.sink.try_wait() {
+            return Err(format!("smtp-sink exited ({st}): port {sink_port} taken?"));
+        }
+        sm.wait_for_port(mta_port, "220 mx.example.org ESMTP Sendmail")?;
+        sm.wait_for_port(msa_port, "220 mx.example.org ESMTP Sendmail")?;
+        Ok(sm)
     }
 
-    fn wait_for_port(&mut self, port: u16) {
+    /// Waits until `port` greets with `banner` (ours, not another test's server).
+    fn wait_for_port(&mut self, port: u16, banner: &str) -> Result<(), String> {
         let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(st)) = self.daemon.try_wait() {
-                panic!("sendmail exited ({st}); log:\n{}", self.log());
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
+                let _ = (&s).write_all(b"QUIT\r\n");
+                if line.starts_with(banner) {
+                    return Ok(());
+                }
+                return Err(format!("port {port} greets {line:?}, not {banner:?}"));
             }
+            if let Ok(Some(st)) = self.daemon.try_wait() {
+                return Err(format!("sendmail exited ({st}); log:\n{}", self.log()));
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(format!("port {port} never opened; log:\n{}", self.log()));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until Sendmail has no queue file left (deliveries finished).
+    fn wait_queue_empty(&self) {
+        let t = Instant::now();
+        while !self.queue_files("qf").is_empty() {
             assert!(
                 t.elapsed() < Duration::from_secs(20),
-                "port {port} never opened; log:\n{}",
+                "still queued: {:?}\n{}",
+                self.queue_files(""),
                 self.log()
             );
             thread::sleep(Duration::from_millis(50));
@@ -725,7 +765,7 @@ fn sendmail_signs_verifies_and_rejects_backscatter() {
     thread::sleep(Duration::from_millis(300));
     assert_eq!(sm.mailbox("mail").len(), 1);
     assert_eq!(sm.sunk().len(), 2);
-    assert!(sm.queue_files("qf").is_empty(), "{:?}", sm.queue_files(""));
+    sm.wait_queue_empty();
     let log = sm.log();
     // Sendmail's own account of the milter's actions.
     assert!(
@@ -848,7 +888,7 @@ fn sendmail_tempfails_while_the_milter_is_down() {
     thread::sleep(Duration::from_millis(300));
     sm.wait_sent("local", 1);
     assert_eq!(sm.mailbox("mail").len(), 1);
-    assert!(sm.queue_files("qf").is_empty());
+    sm.wait_queue_empty();
 }
 
 /// Sendmail opens the milter connection when the client connects and keeps it
