@@ -198,7 +198,7 @@ impl Default for RawMilter {
             socket_mode: "0660".into(),
             socket_owner: String::new(),
             max_connections: 200,
-            connection_timeout_secs: 300,
+            connection_timeout_secs: 7210,
             shutdown_timeout_secs: 30,
             header_name: "X-Backscatter".into(),
         }
@@ -267,7 +267,9 @@ impl Default for RawBatv {
             sign_domains: Vec::new(),
             sign_subdomains: false,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
-            sign_daemon_names: vec!["ORIGINATING".into()],
+            sign_daemon_names: ["ORIGINATING", "MSA", "MSP-v4", "MSP-v6"]
+                .map(String::from)
+                .into(),
             sign_local_submission: true,
             exempt_senders: Vec::new(),
             exempt_recipients: Vec::new(),
@@ -1010,6 +1012,21 @@ mod tests {
         assert_eq!(c.milter.header_name, "X-Backscatter");
         assert_eq!(c.batv.lifetime_days, 7);
         assert!(!c.batv.enabled());
+    }
+
+    /// Sendmail opens the milter connection when the client connects and may leave
+    /// it idle for up to an hour (its SMTP command timeout): the default timeout
+    /// is libmilter's (7210 s), not Postfix's milter_content_timeout.
+    #[test]
+    fn defaults_fit_sendmail() {
+        let c = Config::default();
+        assert_eq!(c.milter.connection_timeout, Duration::from_secs(7210));
+        assert!(c.milter.connection_timeout > Duration::from_secs(3600));
+        // Postfix's submission convention, stock Sendmail's MSA, Debian's MSP-v4/-v6.
+        assert_eq!(
+            c.batv.sign_daemon_names,
+            ["ORIGINATING", "MSA", "MSP-v4", "MSP-v6"]
+        );
     }
 
     #[test]
