@@ -200,6 +200,9 @@ impl Default for RawMilter {
 struct RawLog {
     level: String,
     format: String,
+    target: String,
+    socket: String,
+    facility: String,
 }
 
 impl Default for RawLog {
@@ -207,6 +210,9 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             format: "text".into(),
+            target: "stderr".into(),
+            socket: String::new(),
+            facility: "mail".into(),
         }
     }
 }
@@ -357,6 +363,17 @@ pub struct MilterConfig {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    pub target: LogTarget,
+    /// Syslog facility number (mail = 2), for the syslog and journald targets.
+    pub facility: u8,
+}
+
+/// Where log lines go; the socket of a syslog or journald target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    Syslog(PathBuf),
+    Journald(PathBuf),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -510,6 +527,32 @@ impl Config {
             "json" => LogFormat::Json,
             _ => return Err(v.err("log", "format", "expected \"text\" or \"json\"")),
         };
+        let log_socket = if raw.log.socket.is_empty() {
+            crate::logging::default_socket(&raw.log.target)
+        } else if raw.log.socket.starts_with('/') {
+            PathBuf::from(&raw.log.socket)
+        } else {
+            return Err(v.err("log", "socket", "must be an absolute path"));
+        };
+        let target = match raw.log.target.as_str() {
+            "stderr" => LogTarget::Stderr,
+            "syslog" => LogTarget::Syslog(log_socket),
+            "journald" => LogTarget::Journald(log_socket),
+            _ => {
+                return Err(v.err(
+                    "log",
+                    "target",
+                    "expected \"stderr\", \"syslog\" or \"journald\"",
+                ));
+            }
+        };
+        let facility = crate::logging::facility(&raw.log.facility).ok_or_else(|| {
+            v.err(
+                "log",
+                "facility",
+                "expected a syslog facility: mail, daemon, user, local0 ... local7",
+            )
+        })?;
         let l = raw.limits;
         if l.max_header_bytes < 1024 {
             return Err(v.err("limits", "max_header_bytes", "must be at least 1024"));
@@ -693,7 +736,12 @@ impl Config {
                 shutdown_timeout: Duration::from_secs(m.shutdown_timeout_secs),
                 header_name: m.header_name,
             },
-            log: LogConfig { level, format },
+            log: LogConfig {
+                level,
+                format,
+                target,
+                facility,
+            },
             limits: Limits {
                 max_header_bytes: l.max_header_bytes,
                 max_headers: l.max_headers,

@@ -3,13 +3,15 @@
 use backscatter_milter::{
     Counters, Runtime, SharedRuntime,
     batv::{self, Keys},
-    config::{Config, LogFormat},
+    config::Config,
     net,
 };
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
+
+mod cli;
 
 const DEFAULT_CONFIG: &str = "/etc/backscatter-milter/milter.toml";
 
@@ -66,11 +68,18 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
         id: u8,
     },
+    /// Print the man page backscatter-milter(8), roff, on standard output.
+    #[command(hide = true)]
+    Man,
+    /// Print the completion script for SHELL on standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Man) => cli::man(),
+        Some(Command::Completions { shell }) => cli::completions(shell),
         Some(Command::Keygen { id }) => match batv::keygen(id) {
             Ok(line) => {
                 println!("{line}");
@@ -251,17 +260,7 @@ fn tool(
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    backscatter_milter::logging::init(&config.log);
 }
 
 fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
@@ -335,6 +334,7 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
             }
         }
         tokio::spawn(reload_on_hup(path, shared.clone()));
+        backscatter_milter::notify::ready();
         tokio::spawn(async move {
             let (Ok(mut term), Ok(mut int)) = (
                 signal(SignalKind::terminate()),
@@ -347,6 +347,7 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 _ = term.recv() => info!("SIGTERM received"),
                 _ = int.recv() => info!("SIGINT received"),
             }
+            backscatter_milter::notify::stopping();
             let _ = stop_tx.send(true);
         });
         match backscatter_milter::run(listener, shared, stopped()).await {
@@ -369,11 +370,13 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
         return;
     };
     while hup.recv().await.is_some() {
+        backscatter_milter::notify::reloading();
         let old = shared.current();
         let config = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                backscatter_milter::notify::ready();
                 continue;
             }
         };
@@ -381,6 +384,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
             Ok(rt) => rt,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                backscatter_milter::notify::ready();
                 continue;
             }
         };
@@ -419,6 +423,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
         }
         let keys = new.keys.as_ref().map_or(0, |k: &Keys| k.ids().len());
         shared.replace(new);
+        backscatter_milter::notify::ready();
         info!(
             "configuration reloaded from {} ({keys} BATV key(s))",
             path.display()
