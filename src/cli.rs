@@ -43,7 +43,9 @@ fn roff(s: &str) -> String {
 fn commands_section(cmd: &clap::Command) -> String {
     let mut out = String::from(".SH COMMANDS\n");
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let mut sub = sub.clone().bin_name(format!("backscatter-milter {}", sub.get_name()));
+        let mut sub = sub
+            .clone()
+            .bin_name(format!("backscatter-milter {}", sub.get_name()));
         let usage = sub.render_usage().to_string();
         let usage = usage.trim_start_matches("Usage: ");
         out += &format!(".SS {}\n.B {}\n.PP\n", roff(sub.get_name()), roff(usage));
@@ -63,7 +65,10 @@ fn commands_section(cmd: &clap::Command) -> String {
                 ),
             };
             let value = if arg.get_long().is_some() && arg.get_action().takes_values() {
-                let names = arg.get_value_names().map(|v| v.join(" ")).unwrap_or_default();
+                let names = arg
+                    .get_value_names()
+                    .map(|v| v.join(" "))
+                    .unwrap_or_default();
                 format!(" \\fI{}\\fR", roff(&names))
             } else {
                 String::new()
@@ -97,6 +102,11 @@ ones). SIGTERM stops accepting connections, lets messages in flight finish and e
 /// The completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     let mut cmd = crate::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "backscatter-milter", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut cmd,
+        "backscatter-milter",
+        &mut std::io::stdout(),
+    );
     ExitCode::SUCCESS
 }

@@ -324,7 +324,10 @@ mod tests {
         let mut buf = [0u8; 512];
         let n = rx.recv(&mut buf).unwrap();
         let got = String::from_utf8_lossy(&buf[..n]).to_string();
-        assert!(got.starts_with("<135>") && got.ends_with("]: hello"), "{got}");
+        assert!(
+            got.starts_with("<135>") && got.ends_with("]: hello"),
+            "{got}"
+        );
         // The receiver restarts: the sink reconnects.
         drop(rx);
         std::fs::remove_file(&path).unwrap();

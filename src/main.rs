@@ -333,13 +333,18 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 }
             }
         }
-        tokio::spawn(reload_on_hup(path, shared.clone()));
-        backscatter_milter::notify::ready();
+        // Handlers installed before READY=1: a SIGHUP right after it must not kill.
+        tokio::spawn(reload_on_hup(
+            path,
+            shared.clone(),
+            signal(SignalKind::hangup()),
+        ));
+        let stop_signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
         tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
+            let (Ok(mut term), Ok(mut int)) = stop_signals else {
                 error!("cannot install signal handlers");
                 return;
             };
@@ -350,6 +355,7 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
             backscatter_milter::notify::stopping();
             let _ = stop_tx.send(true);
         });
+        backscatter_milter::notify::ready();
         match backscatter_milter::run(listener, shared, stopped()).await {
             Ok(()) => {
                 info!("stopped");
@@ -364,8 +370,12 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
 }
 
 /// SIGHUP: re-read the config and the key file; keep the old ones on error.
-async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_hup(
+    path: PathBuf,
+    shared: SharedRuntime,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hup) = hup else {
         error!("cannot install the SIGHUP handler; reload disabled");
         return;
     };

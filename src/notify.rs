@@ -66,7 +66,12 @@ mod tests {
         let n = rx.recv(&mut buf).unwrap();
         let s = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(s.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{s}");
-        assert!(s["RELOADING=1\nMONOTONIC_USEC=".len()..].parse::<u64>().unwrap() > 0);
+        assert!(
+            s["RELOADING=1\nMONOTONIC_USEC=".len()..]
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         assert!(!ready());
     }
