@@ -243,6 +243,7 @@ struct RawBatv {
     sign_domains: Vec<String>,
     sign_subdomains: bool,
     trusted_networks: Vec<String>,
+    inbound_relays: Vec<String>,
     sign_daemon_names: Vec<String>,
     sign_local_submission: bool,
     exempt_senders: Vec<String>,
@@ -260,6 +261,7 @@ impl Default for RawBatv {
             sign_domains: Vec::new(),
             sign_subdomains: false,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            inbound_relays: Vec::new(),
             sign_daemon_names: vec!["ORIGINATING".into()],
             sign_local_submission: true,
             exempt_senders: Vec::new(),
@@ -390,6 +392,9 @@ pub struct BatvConfig {
     pub sign_domains: Vec<String>,
     pub sign_subdomains: bool,
     pub trusted_networks: Vec<Cidr>,
+    /// Trusted hosts that relay inbound mail (backup MX, content filter): their
+    /// null-sender mail to our domains is judged as inbound.
+    pub inbound_relays: Vec<Cidr>,
     pub sign_daemon_names: Vec<String>,
     pub sign_local_submission: bool,
     pub exempt_senders: Vec<String>,
@@ -586,6 +591,12 @@ impl Config {
             .map(|n| n.parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|p| v.err("batv", "trusted_networks", p))?;
+        let inbound_relays = b
+            .inbound_relays
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|p| v.err("batv", "inbound_relays", p))?;
         let exempt_senders =
             addresses(&b.exempt_senders).map_err(|p| v.err("batv", "exempt_senders", p))?;
         let exempt_recipients =
@@ -760,6 +771,7 @@ impl Config {
                 sign_domains,
                 sign_subdomains: b.sign_subdomains,
                 trusted_networks,
+                inbound_relays,
                 sign_daemon_names: b.sign_daemon_names,
                 sign_local_submission: b.sign_local_submission,
                 exempt_senders,
@@ -798,6 +810,35 @@ impl Config {
                     .map(PathBuf::from),
             },
         })
+    }
+}
+
+impl Config {
+    /// Settings that are valid but probably not what the admin wants, for
+    /// `--check-config` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let b = &self.batv;
+        if self.verdict.policy.mode == crate::verdict::Mode::Enforce
+            && !b.trusted_networks.is_empty()
+            && b.inbound_relays.is_empty()
+        {
+            w.push(
+                "batv.trusted_networks: with verdict.mode = \"enforce\", null-sender mail \
+                 from these networks is taken as ours going out and never judged; a backup \
+                 MX or a content filter that relays inbound mail from there hides every \
+                 bounce: list it in batv.inbound_relays"
+                    .to_string(),
+            );
+        }
+        if !b.inbound_relays.is_empty() && !b.enabled() {
+            w.push(
+                "batv.inbound_relays: has no effect while batv.sign_domains is empty \
+                 (it applies to bounces to our domains)"
+                    .to_string(),
+            );
+        }
+        w
     }
 }
 

@@ -115,6 +115,9 @@ fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             if cli.check_config {
+                for w in rt.config.warnings() {
+                    eprintln!("backscatter-milter: warning: {}: {w}", cli.config.display());
+                }
                 println!("{}: OK", cli.config.display());
                 return ExitCode::SUCCESS;
             }
@@ -265,6 +268,9 @@ fn init_logging(config: &Config) {
 
 fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
     init_logging(&rt.config);
+    for w in rt.config.warnings() {
+        warn!("{}: {w}", path.display());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

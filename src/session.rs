@@ -305,7 +305,12 @@ impl Session {
         if !tags.is_empty() {
             value.push_str(&format!("; batv={}", tags.join(",")));
         }
-        let outbound = outbound::is_originating(&cfg.batv, &msg.origin);
+        let outbound = outbound::is_outbound(
+            &cfg.batv,
+            &msg.origin,
+            &msg.sender,
+            msg.rcpts.iter().map(|r| r.addr.as_str()),
+        );
         let decision = if outbound {
             self.outbound(&msg, &mut plan, &mut value, today, now)
         } else {

@@ -407,3 +407,38 @@ fn daemon_logs_to_syslog_with_facility_mail_and_notifies_readiness() {
         "ANSI codes in syslog lines"
     );
 }
+
+#[test]
+fn check_config_warns_when_trusted_networks_hide_inbound_bounces() {
+    let dir = temp_dir();
+    let cfg = dir.path().join("m.toml");
+    let keys = dir.path().join("keys");
+    fs::write(&keys, bin(&["keygen", "--id", "1"])).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |extra: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "[batv]\nsign_domains = [\"example.org\"]\nkey_file = \"{}\"\n{extra}\n\
+                 [ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n",
+                keys.display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--check-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run("");
+    assert!(
+        err.contains("warning") && err.contains("batv.inbound_relays"),
+        "{err}"
+    );
+    assert_eq!(run("inbound_relays = [\"127.0.0.1\"]"), "");
+    assert_eq!(run("trusted_networks = []"), "");
+}
