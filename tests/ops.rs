@@ -442,3 +442,32 @@ fn check_config_warns_when_trusted_networks_hide_inbound_bounces() {
     assert_eq!(run("inbound_relays = [\"127.0.0.1\"]"), "");
     assert_eq!(run("trusted_networks = []"), "");
 }
+
+/// Behind a content filter or backup MX on a trusted network, a forged bounce goes
+/// unjudged (taken as ours going out) unless that host is in batv.inbound_relays.
+#[test]
+fn inbound_relays_make_bounces_from_trusted_hosts_judged() {
+    if !postfix_available() {
+        return;
+    }
+    let data = format!("@{ROOT}/tests/fixtures/corpus/sisimai/maildir/bsd/lhost-sendmail-01.eml");
+    let verdict_of = |extra: &str| {
+        let dir = temp_dir();
+        let milter = common::TestMilter::start(&common::batv_config_own_ledger(dir.path(), extra));
+        let rig = Rig::start(&milter.socket(), &[]);
+        // Postfix's client here is 127.0.0.1: in the default trusted_networks.
+        let (ok, t) = rig.swaks(&["--from", "<>", "--to", "user@example.org", "--data", &data]);
+        assert!(ok, "{t}");
+        rig.wait_delivered(1)[0].header("X-Backscatter")[0].clone()
+    };
+    let hidden = verdict_of("");
+    assert!(
+        !hidden.contains("kind="),
+        "judged without inbound_relays: {hidden}"
+    );
+    let judged = verdict_of("inbound_relays = [\"127.0.0.1\"]");
+    assert!(
+        judged.contains("kind=bounce") && judged.contains("verdict=reject"),
+        "{judged}"
+    );
+}
