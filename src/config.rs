@@ -210,6 +210,9 @@ impl Default for RawMilter {
 struct RawLog {
     level: String,
     format: String,
+    target: String,
+    socket: String,
+    facility: String,
 }
 
 impl Default for RawLog {
@@ -217,6 +220,9 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             format: "text".into(),
+            target: "stderr".into(),
+            socket: String::new(),
+            facility: "mail".into(),
         }
     }
 }
@@ -247,6 +253,7 @@ struct RawBatv {
     sign_domains: Vec<String>,
     sign_subdomains: bool,
     trusted_networks: Vec<String>,
+    inbound_relays: Vec<String>,
     sign_daemon_names: Vec<String>,
     sign_local_submission: bool,
     exempt_senders: Vec<String>,
@@ -267,6 +274,7 @@ impl Default for RawBatv {
             sign_domains: Vec::new(),
             sign_subdomains: false,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            inbound_relays: Vec::new(),
             sign_daemon_names: ["ORIGINATING", "MSA", "MSP-v4", "MSP-v6"]
                 .map(String::from)
                 .into(),
@@ -384,6 +392,17 @@ pub struct MilterConfig {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    pub target: LogTarget,
+    /// Syslog facility number (mail = 2), for the syslog and journald targets.
+    pub facility: u8,
+}
+
+/// Where log lines go; the socket of a syslog or journald target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    Syslog(PathBuf),
+    Journald(PathBuf),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -400,6 +419,9 @@ pub struct BatvConfig {
     pub sign_domains: Vec<String>,
     pub sign_subdomains: bool,
     pub trusted_networks: Vec<Cidr>,
+    /// Trusted hosts that relay inbound mail (backup MX, content filter): their
+    /// null-sender mail to our domains is judged as inbound.
+    pub inbound_relays: Vec<Cidr>,
     pub sign_daemon_names: Vec<String>,
     pub sign_local_submission: bool,
     pub exempt_senders: Vec<String>,
@@ -546,6 +568,32 @@ impl Config {
             "json" => LogFormat::Json,
             _ => return Err(v.err("log", "format", "expected \"text\" or \"json\"")),
         };
+        let log_socket = if raw.log.socket.is_empty() {
+            crate::logging::default_socket(&raw.log.target)
+        } else if raw.log.socket.starts_with('/') {
+            PathBuf::from(&raw.log.socket)
+        } else {
+            return Err(v.err("log", "socket", "must be an absolute path"));
+        };
+        let target = match raw.log.target.as_str() {
+            "stderr" => LogTarget::Stderr,
+            "syslog" => LogTarget::Syslog(log_socket),
+            "journald" => LogTarget::Journald(log_socket),
+            _ => {
+                return Err(v.err(
+                    "log",
+                    "target",
+                    "expected \"stderr\", \"syslog\" or \"journald\"",
+                ));
+            }
+        };
+        let facility = crate::logging::facility(&raw.log.facility).ok_or_else(|| {
+            v.err(
+                "log",
+                "facility",
+                "expected a syslog facility: mail, daemon, user, local0 ... local7",
+            )
+        })?;
         let l = raw.limits;
         if l.max_header_bytes < 1024 {
             return Err(v.err("limits", "max_header_bytes", "must be at least 1024"));
@@ -579,6 +627,12 @@ impl Config {
             .map(|n| n.parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|p| v.err("batv", "trusted_networks", p))?;
+        let inbound_relays = b
+            .inbound_relays
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|p| v.err("batv", "inbound_relays", p))?;
         let exempt_senders =
             addresses(&b.exempt_senders).map_err(|p| v.err("batv", "exempt_senders", p))?;
         let exempt_recipients =
@@ -834,7 +888,12 @@ impl Config {
                 shutdown_timeout: Duration::from_secs(m.shutdown_timeout_secs),
                 header_name: m_header_name,
             },
-            log: LogConfig { level, format },
+            log: LogConfig {
+                level,
+                format,
+                target,
+                facility,
+            },
             limits: Limits {
                 max_header_bytes: l.max_header_bytes,
                 max_headers: l.max_headers,
@@ -853,6 +912,7 @@ impl Config {
                 sign_domains,
                 sign_subdomains: b.sign_subdomains,
                 trusted_networks,
+                inbound_relays,
                 sign_daemon_names: b.sign_daemon_names,
                 sign_local_submission: b.sign_local_submission,
                 exempt_senders,
@@ -933,6 +993,35 @@ const STANDARD_HEADERS: &[&str] = &[
     "Keywords",
     "X-Failed-Recipients",
 ];
+
+impl Config {
+    /// Settings that are valid but probably not what the admin wants, for
+    /// `--check-config` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let b = &self.batv;
+        if self.verdict.policy.mode == crate::verdict::Mode::Enforce
+            && !b.trusted_networks.is_empty()
+            && b.inbound_relays.is_empty()
+        {
+            w.push(
+                "batv.trusted_networks: with verdict.mode = \"enforce\", null-sender mail \
+                 from these networks is taken as ours going out and never judged; a backup \
+                 MX or a content filter that relays inbound mail from there hides every \
+                 bounce: list it in batv.inbound_relays"
+                    .to_string(),
+            );
+        }
+        if !b.inbound_relays.is_empty() && !b.enabled() {
+            w.push(
+                "batv.inbound_relays: has no effect while batv.sign_domains is empty \
+                 (it applies to bounces to our domains)"
+                    .to_string(),
+            );
+        }
+        w
+    }
+}
 
 fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')

@@ -3,13 +3,15 @@
 use backscatter_milter::{
     Counters, Runtime, SharedRuntime,
     batv::{self, Keys},
-    config::{Config, LogFormat},
+    config::Config,
     net,
 };
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
+
+mod cli;
 
 const DEFAULT_CONFIG: &str = "/etc/backscatter-milter/milter.toml";
 
@@ -69,11 +71,18 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
         id: u8,
     },
+    /// Print the man page backscatter-milter(8), roff, on standard output.
+    #[command(hide = true)]
+    Man,
+    /// Print the completion script for SHELL on standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Man) => cli::man(),
+        Some(Command::Completions { shell }) => cli::completions(shell),
         Some(Command::Keygen { id }) => match batv::keygen(id) {
             Ok(line) => {
                 println!("{line}");
@@ -119,6 +128,9 @@ fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             if cli.check_config {
+                for w in rt.config.warnings() {
+                    eprintln!("backscatter-milter: warning: {}: {w}", cli.config.display());
+                }
                 println!("{}: OK", cli.config.display());
                 return ExitCode::SUCCESS;
             }
@@ -280,21 +292,14 @@ fn tool(
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    backscatter_milter::logging::init(&config.log);
 }
 
 fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
     init_logging(&rt.config);
+    for w in rt.config.warnings() {
+        warn!("{}: {w}", path.display());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -363,12 +368,18 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 }
             }
         }
-        tokio::spawn(reload_on_hup(path, shared.clone()));
+        // Handlers installed before READY=1: a SIGHUP right after it must not kill.
+        tokio::spawn(reload_on_hup(
+            path,
+            shared.clone(),
+            signal(SignalKind::hangup()),
+        ));
+        let stop_signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
         tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
+            let (Ok(mut term), Ok(mut int)) = stop_signals else {
                 error!("cannot install signal handlers");
                 return;
             };
@@ -376,8 +387,10 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 _ = term.recv() => info!("SIGTERM received"),
                 _ = int.recv() => info!("SIGINT received"),
             }
+            backscatter_milter::notify::stopping();
             let _ = stop_tx.send(true);
         });
+        backscatter_milter::notify::ready();
         match backscatter_milter::run(listener, shared, stopped()).await {
             Ok(()) => {
                 info!("stopped");
@@ -392,17 +405,23 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
 }
 
 /// SIGHUP: re-read the config and the key file; keep the old ones on error.
-async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_hup(
+    path: PathBuf,
+    shared: SharedRuntime,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hup) = hup else {
         error!("cannot install the SIGHUP handler; reload disabled");
         return;
     };
     while hup.recv().await.is_some() {
+        backscatter_milter::notify::reloading();
         let old = shared.current();
         let config = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                backscatter_milter::notify::ready();
                 continue;
             }
         };
@@ -410,6 +429,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
             Ok(rt) => rt,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                backscatter_milter::notify::ready();
                 continue;
             }
         };
@@ -448,6 +468,7 @@ async fn reload_on_hup(path: PathBuf, shared: SharedRuntime) {
         }
         let keys = new.keys.as_ref().map_or(0, |k: &Keys| k.ids().len());
         shared.replace(new);
+        backscatter_milter::notify::ready();
         info!(
             "configuration reloaded from {} ({keys} BATV key(s))",
             path.display()

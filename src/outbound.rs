@@ -71,8 +71,28 @@ pub fn is_originating(cfg: &BatvConfig, origin: &Origin) -> bool {
             .is_some_and(|d| cfg.sign_daemon_names.iter().any(|n| n == d))
 }
 
+/// Whether a message is ours going out: originating, unless it is null-sender mail
+/// from one of `batv.inbound_relays` (a backup MX, a content filter) to one of our
+/// domains: a bounce they pass on to us, judged as inbound.
+pub fn is_outbound<'a>(
+    cfg: &BatvConfig,
+    origin: &Origin,
+    sender: &str,
+    mut rcpts: impl Iterator<Item = &'a str>,
+) -> bool {
+    let relayed_bounce = sender.is_empty()
+        && origin
+            .client_addr
+            .is_some_and(|ip| cfg.inbound_relays.iter().any(|n| n.contains(ip)))
+        && rcpts.any(|r| domain_of(r).is_some_and(|d| cfg.is_our_domain(&d)));
+    is_originating(cfg, origin) && !relayed_bounce
+}
+
+/// The normalised domain of an address (lowercase, no trailing dot, A-labels).
 fn domain_of(addr: &str) -> Option<String> {
-    addr.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+    crate::address::Address::parse(addr)
+        .filter(crate::address::Address::is_address)
+        .map(|a| a.domain().to_string())
 }
 
 /// Decides whether to sign `sender` (without angle brackets) for `recipients`.
@@ -191,6 +211,37 @@ exempt_recipient_domains = ["partner.example"]
             d(&submission, "user@example.org", "x@r.example"),
             Signing::Sign(_)
         ));
+    }
+
+    #[test]
+    fn inbound_relays_pass_bounces_to_us_as_inbound() {
+        let mut c = cfg();
+        c.inbound_relays = vec!["192.0.2.5/32".parse().unwrap()];
+        let relay = trusted();
+        let ours = ["User@Example.org"];
+        // A bounce the relay passes on to one of our domains: inbound.
+        assert!(!is_outbound(&c, &relay, "", ours.into_iter()));
+        // Everything else from it is still ours going out.
+        assert!(is_outbound(
+            &c,
+            &relay,
+            "user@example.org",
+            ours.into_iter()
+        ));
+        assert!(is_outbound(
+            &c,
+            &relay,
+            "",
+            ["x@remote.example"].into_iter()
+        ));
+        // Without inbound_relays, a trusted client's bounce is outbound (unjudged).
+        assert!(is_outbound(&cfg(), &relay, "", ours.into_iter()));
+        // An authenticated relay's bounce to us is inbound too; a stranger's always.
+        let stranger = Origin {
+            client_addr: Some("203.0.113.9".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(!is_outbound(&c, &stranger, "", ours.into_iter()));
     }
 
     #[test]

@@ -229,7 +229,12 @@ impl Session {
         let addr = Address::parse(&given).unwrap_or_default();
         if msg.sender.is_empty()
             && !msg.rcpts.is_empty()
-            && !outbound::is_originating(&rt.config.batv, &msg.origin)
+            && !outbound::is_outbound(
+                &rt.config.batv,
+                &msg.origin,
+                "",
+                std::iter::once(given.as_str()),
+            )
         {
             return RcptReply::Tempfail("452", "4.5.3", ONE_RCPT_TEXT);
         }
@@ -349,7 +354,12 @@ impl Session {
         if !tags.is_empty() {
             value.push_str(&format!("; batv={}", tags.join(",")));
         }
-        let outbound = outbound::is_originating(&cfg.batv, &msg.origin);
+        let outbound = outbound::is_outbound(
+            &cfg.batv,
+            &msg.origin,
+            &msg.sender,
+            msg.rcpts.iter().map(|r| r.given.as_str()),
+        );
         let decision = if outbound {
             self.outbound(&msg, &mut plan, &mut value, today, now)
         } else {

@@ -557,6 +557,16 @@ pub fn batv_config(dir: &Path, extra_batv: &str) -> String {
     )
 }
 
+/// `batv_config` with the sent-message ledger in `dir` too (not the system's
+/// /var/lib/backscatter-milter).
+pub fn batv_config_own_ledger(dir: &Path, extra_batv: &str) -> String {
+    format!(
+        "{}\n[ledger]\nstate_dir = \"{}\"\n",
+        batv_config(dir, extra_batv),
+        dir.display()
+    )
+}
+
 pub fn test_keys() -> backscatter_milter::batv::Keys {
     backscatter_milter::batv::Keys::parse(TEST_KEY).unwrap()
 }

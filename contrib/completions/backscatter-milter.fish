@@ -1,0 +1,62 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_backscatter_milter_global_optspecs
+    string join \n c/config= check-config h/help V/version
+end
+
+function __fish_backscatter_milter_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_backscatter_milter_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_backscatter_milter_using_subcommand
+    set -l cmd (__fish_backscatter_milter_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -l check-config -d 'Check the configuration (and the key file it names), then exit 0 or 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s V -l version -d 'Print version'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "keygen" -d 'Print a new key line for the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand sign" -l date -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand sign" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand sign" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand verify" -l date -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand verify" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -l mail-from -d 'The envelope sender, when known (\'\' or \'<>\' for the null sender)' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -l rcpt -d 'An envelope recipient (repeatable); with it, the verdict the milter would reach for this envelope is printed too' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -l json -d 'One JSON object per line'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -l id -d 'The key id, 0-9' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
