@@ -341,7 +341,7 @@ fn daemon_logs_to_syslog_with_facility_mail_and_notifies_readiness() {
         &cfg,
         format!(
             "[milter]\nsocket = \"inet:127.0.0.1:{port}\"\n\
-             [log]\ntarget = \"syslog\"\nsocket = \"{}\"\n",
+             [log]\ntarget = \"syslog\"\nsocket = \"{}\"\n[batv]\ntrusted_networks = []\n",
             log_sock.display()
         ),
     )
@@ -458,7 +458,8 @@ fn inbound_relays_make_bounces_from_trusted_hosts_judged() {
         // Postfix's client here is 127.0.0.1: in the default trusted_networks.
         let (ok, t) = rig.swaks(&["--from", "<>", "--to", "user@example.org", "--data", &data]);
         assert!(ok, "{t}");
-        rig.wait_delivered(1)[0].header("X-Backscatter")[0].clone()
+        // No header at all on mail taken as ours going out.
+        rig.wait_delivered(1)[0].header("X-Backscatter").join("")
     };
     let hidden = verdict_of("");
     assert!(

@@ -31,6 +31,9 @@ _backscatter__milter() {
             backscatter__milter,man)
                 cmd="backscatter__milter__subcmd__man"
                 ;;
+            backscatter__milter,postfix-map)
+                cmd="backscatter__milter__subcmd__postfix__subcmd__map"
+                ;;
             backscatter__milter,sign)
                 cmd="backscatter__milter__subcmd__sign"
                 ;;
@@ -52,6 +55,9 @@ _backscatter__milter() {
             backscatter__milter__subcmd__help,man)
                 cmd="backscatter__milter__subcmd__help__subcmd__man"
                 ;;
+            backscatter__milter__subcmd__help,postfix-map)
+                cmd="backscatter__milter__subcmd__help__subcmd__postfix__subcmd__map"
+                ;;
             backscatter__milter__subcmd__help,sign)
                 cmd="backscatter__milter__subcmd__help__subcmd__sign"
                 ;;
@@ -65,7 +71,7 @@ _backscatter__milter() {
 
     case "${cmd}" in
         backscatter__milter)
-            opts="-c -h -V --config --check-config --help --version sign verify classify keygen man completions help"
+            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +145,7 @@ _backscatter__milter() {
             return 0
             ;;
         backscatter__subcmd__milter__subcmd__help)
-            opts="sign verify classify keygen man completions help"
+            opts="sign verify classify postfix-map keygen man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +228,20 @@ _backscatter__milter() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__postfix__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backscatter__subcmd__milter__subcmd__help__subcmd__sign)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -277,6 +297,28 @@ _backscatter__milter() {
             return 0
             ;;
         backscatter__subcmd__milter__subcmd__man)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__postfix__subcmd__map)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -31,6 +31,7 @@ complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s V
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "keygen" -d 'Print a new key line for the key file'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
@@ -46,6 +47,8 @@ complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand cl
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -l json -d 'One JSON object per line'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand classify" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand postfix-map" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand postfix-map" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -l id -d 'The key id, 0-9' -r
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s h -l help -d 'Print help'
@@ -53,10 +56,11 @@ complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand ma
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify keygen man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
