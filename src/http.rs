@@ -24,6 +24,7 @@ use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 use subtle::ConstantTimeEq;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{debug, warn};
+use zeroize::Zeroizing;
 
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,8 +36,8 @@ pub struct Endpoint {
     pub runtime: SharedRuntime,
     /// Where the milter listens (for `/healthz`).
     pub milter: SocketSpec,
-    /// The bearer token, when one is required.
-    pub token: Option<String>,
+    /// The bearer token, when one is required (wiped from memory on drop).
+    pub token: Option<Zeroizing<String>>,
 }
 
 /// Serves until `shutdown` completes.
@@ -300,7 +301,7 @@ svg{{border:1px solid #ccc;background:#fafafa}} .judged{{fill:#bbb}} .stopped{{f
 
 /// Reads the bearer token: the first line of the file, which group and others must
 /// not be able to read.
-pub fn load_token(path: &std::path::Path) -> Result<String, String> {
+pub fn load_token(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -311,8 +312,10 @@ pub fn load_token(path: &std::path::Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let token = Zeroizing::new(text.lines().next().unwrap_or("").trim().to_string());
     if token.len() < 16 {
         return Err(format!(
             "{}: the token must be at least 16 characters",

@@ -5,6 +5,7 @@
 //! so tests can run the milter in-process.
 
 pub mod batv;
+pub mod check;
 pub mod config;
 pub mod dsn;
 pub mod evidence;
