@@ -139,6 +139,9 @@ fn check_socket_path(socket: &Path) -> Result<(), ConfigProblem> {
 /// The state directory exists (or its nearest existing ancestor lets the service
 /// user create it) and the service user can write it and read and write its ledger.
 fn check_state_dir(dir: &Path, user: ServiceUser) -> Result<(), String> {
+    if let ServiceUser::Other { uid, gid } = user {
+        reachable(dir, uid, gid)?;
+    }
     match std::fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => Err(format!("{} is not a directory", dir.display())),
         Ok(meta) => {
@@ -185,8 +188,25 @@ fn check_state_dir(dir: &Path, user: ServiceUser) -> Result<(), String> {
     }
 }
 
+/// Root checking for another user: every existing directory above `path` must let
+/// that user through (the kernel checks this itself for the current user).
+fn reachable(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    for dir in path.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let user = ServiceUser::Other { uid, gid };
+        if meta.is_dir() && !allowed(dir, &meta, user, Access::Search) {
+            return Err(denied(dir, &meta, user, "enter"));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy)]
 enum Access {
+    /// Pass through.
+    Search,
     /// Create and remove entries: write and search.
     Dir,
     /// Read and append.
@@ -200,6 +220,7 @@ fn allowed(path: &Path, meta: &std::fs::Metadata, user: ServiceUser, access: Acc
                 return false;
             };
             let mode = match access {
+                Access::Search => libc::X_OK,
                 Access::Dir => libc::W_OK | libc::X_OK,
                 Access::File => libc::R_OK | libc::W_OK,
             };
@@ -208,6 +229,7 @@ fn allowed(path: &Path, meta: &std::fs::Metadata, user: ServiceUser, access: Acc
         }
         ServiceUser::Other { uid, gid } => {
             let bits = match access {
+                Access::Search => 0o1,
                 Access::Dir => 0o3,
                 Access::File => 0o6,
             };

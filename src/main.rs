@@ -148,12 +148,15 @@ fn classify(
         Err(e) => return config_error(format!("batv.key_file: {e}")),
     };
     let now = backscatter_milter::unix_now();
-    let ledger = FileLedger::read_only(
-        &config.ledger.state_dir,
-        config.ledger.max_entries,
-        config.ledger_ttl_secs(),
-        now,
-    );
+    // Read only; and only when signing is on (as the daemon keeps it only then).
+    let ledger = config.batv.enabled().then(|| {
+        FileLedger::read_only(
+            &config.ledger.state_dir,
+            config.ledger.max_entries,
+            config.ledger_ttl_secs(),
+            now,
+        )
+    });
     let sender = mail_from.map(|s| s.trim().trim_matches(['<', '>']).to_string());
     let today = batv::today();
     let tags: Vec<_> = rcpts
@@ -171,7 +174,9 @@ fn classify(
     let ctx = evidence::Context {
         config: &config,
         keys: keys.as_ref(),
-        ledger: Some(&ledger),
+        ledger: ledger
+            .as_ref()
+            .map(|l| l as &dyn backscatter_milter::ledger::Ledger),
         local_hostname: None,
         today,
         now,

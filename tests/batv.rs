@@ -5,7 +5,8 @@ mod common;
 
 use backscatter_milter::batv;
 use common::{
-    Rig, Smtp, TestMilter, batv_config, corrupt_tag, postfix_available, temp_dir, test_keys,
+    Rig, Smtp, TestMilter, batv_config, corrupt_tag, postfix_available, private_ledger, temp_dir,
+    test_keys,
 };
 use std::process::Command;
 
@@ -49,7 +50,7 @@ fn outbound_signed_then_bounce_to_tag_delivered_to_plain_address() {
         return;
     }
     let dir = temp_dir();
-    let milter = TestMilter::start(&batv_config(dir.path(), ""));
+    let milter = TestMilter::start(&(batv_config(dir.path(), "") + &private_ledger(dir.path())));
     let rig = Rig::start(&milter.socket(), &main_cf());
 
     // 1. A trusted client (loopback) sends for a sign domain, with DSN parameters.
@@ -85,7 +86,11 @@ fn outbound_signed_then_bounce_to_tag_delivered_to_plain_address() {
     assert!(batv::verify(&test_keys(), &tagged, batv::today(), 7).is_ok());
     // And the admin's verify command agrees.
     let cfg = dir.path().join("m.toml");
-    std::fs::write(&cfg, batv_config(dir.path(), "")).unwrap();
+    std::fs::write(
+        &cfg,
+        batv_config(dir.path(), "") + &private_ledger(dir.path()),
+    )
+    .unwrap();
     let v = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap(), "verify", &tagged])
         .output()
@@ -170,10 +175,12 @@ fn who_is_signed_and_who_is_exempt() {
     }
     let dir = temp_dir();
     // No trusted networks: only the ORIGINATING service and local submission sign.
-    let milter = TestMilter::start(&batv_config(
-        dir.path(),
-        "trusted_networks = []\nexempt_senders = [\"noreply@example.org\"]\nexempt_recipient_domains = [\"partner.example\"]\n",
-    ));
+    let milter = TestMilter::start(
+        &(batv_config(
+            dir.path(),
+            "trusted_networks = []\nexempt_senders = [\"noreply@example.org\"]\nexempt_recipient_domains = [\"partner.example\"]\n",
+        ) + &private_ledger(dir.path())),
+    );
     let rig = Rig::start(&milter.socket(), &main_cf());
     let send = |port: u16, from: &str, to: &str| {
         let (ok, t) = rig.swaks_port(port, &["--from", from, "--to", to]);
@@ -222,7 +229,11 @@ fn who_is_signed_and_who_is_exempt() {
 fn cli_sign_verify_keygen() {
     let dir = temp_dir();
     let cfg = dir.path().join("m.toml");
-    std::fs::write(&cfg, batv_config(dir.path(), "")).unwrap();
+    std::fs::write(
+        &cfg,
+        batv_config(dir.path(), "") + &private_ledger(dir.path()),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
             .arg("--config")

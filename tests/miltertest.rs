@@ -3,7 +3,7 @@
 mod common;
 
 use backscatter_milter::batv;
-use common::{TestMilter, batv_config, corrupt_tag, temp_dir, test_keys};
+use common::{TestMilter, batv_config, corrupt_tag, private_ledger, temp_dir, test_keys};
 use std::process::Command;
 
 #[test]
@@ -15,7 +15,7 @@ fn miltertest_agrees_on_the_protocol() {
         return;
     }
     let dir = temp_dir();
-    let milter = TestMilter::start(&batv_config(dir.path(), ""));
+    let milter = TestMilter::start(&(batv_config(dir.path(), "") + &private_ledger(dir.path())));
     // Garbage on the socket first: random bytes, an absurd length prefix, a packet
     // cut short, a connection dropped mid-negotiation. Each is closed; the milter
     // goes on serving (the script below must still pass).
