@@ -373,6 +373,9 @@ impl Session {
                 if let (Some(ledger), Some(id)) = (rt.ledger.as_ref(), &message_id)
                     && let Err(e) = ledger.record(id, now)
                 {
+                    // The message goes on (signed); the failure is counted in
+                    // backscatter_errors.
+                    rt.counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         "{}: cannot record in the ledger: {e}",
                         msg.queue_id.as_deref().unwrap_or("NOQUEUE")
