@@ -1,5 +1,7 @@
 //! The shipped milter.toml and config errors, through the library and the binary.
 
+mod common;
+
 use backscatter_milter::config::Config;
 use std::process::Command;
 
@@ -508,4 +510,27 @@ fn verify_exit_codes() {
     assert!(text.contains("batv.key_file"), "{text}");
     let (code, _) = verify(std::path::Path::new("/nonexistent/m.toml"), &[&tagged]);
     assert_eq!(code, Some(78));
+}
+
+/// The guard every TestMilter and daemon test runs: a signing config without its
+/// own `state_dir` (the default is the system's /var/lib/backscatter-milter) is
+/// refused, so no test can write there; with `private_ledger` it passes.
+#[test]
+fn test_configs_that_would_use_system_paths_are_refused() {
+    let dir = common::temp_dir();
+    let bare = Config::parse(&common::batv_config(dir.path(), ""), "t").unwrap();
+    assert_eq!(
+        bare.ledger.state_dir,
+        std::path::Path::new("/var/lib/backscatter-milter")
+    );
+    let refused = std::panic::catch_unwind(|| common::refuse_system_paths(&bare));
+    assert!(refused.is_err());
+    let socket = Config::parse(
+        "[milter]\nsocket = \"unix:/run/backscatter-milter/milter.sock\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(std::panic::catch_unwind(|| common::refuse_system_paths(&socket)).is_err());
+    let private = common::batv_config(dir.path(), "") + &common::private_ledger(dir.path());
+    common::refuse_system_paths(&Config::parse(&private, "t").unwrap());
 }
