@@ -7,9 +7,11 @@
 //! its permissions, the stats token file, the owner of a unix socket and the
 //! directory the socket goes in, and the ledger's state directory: that it exists
 //! or can be created, and that the service user can write it and its `ledger.log`.
-//! The service user is the user running the check, or, run as root, the user of
-//! `milter.socket_owner` when set (root itself can write anywhere, which says
-//! nothing about the user the service runs as).
+//!
+//! The service user: at start, the daemon itself. For `--check-config`, the user
+//! running it; run as root (which can write anywhere, so its answer says nothing),
+//! the owner of the state directory, as systemd's `StateDirectory=` makes it: that
+//! catches a `ledger.log` left root-owned, which the service could not open.
 
 use crate::{
     batv::Keys,
@@ -44,20 +46,29 @@ pub struct ConfigProblem(pub String);
 enum ServiceUser {
     /// The user running the check (not root): the kernel answers.
     Current,
-    /// Root checking for another user: the permission bits answer.
+    /// Root checking for the service user: the permission bits answer.
     Other { uid: u32, gid: u32 },
-    /// Root, and no user named: only existence is checked.
+    /// Root, and no service user to be seen: only existence is checked.
     Unknown,
 }
 
+/// Who runs the check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// An admin (`--check-config`): as root, stands in for the service user.
+    Admin,
+    /// The daemon at start: checks for itself.
+    Daemon,
+}
+
 /// Checks the config at `path` and what it names, writing nothing.
-pub fn check(path: &Path) -> Result<Checked, ConfigProblem> {
+pub fn check(path: &Path, who: Who) -> Result<Checked, ConfigProblem> {
     let config = Config::load(path).map_err(|e| ConfigProblem(e.to_string()))?;
-    check_config(config)
+    check_config(config, who)
 }
 
 /// Checks what a parsed config names, writing nothing.
-pub fn check_config(config: Config) -> Result<Checked, ConfigProblem> {
+pub fn check_config(config: Config, who: Who) -> Result<Checked, ConfigProblem> {
     let mut notes = Vec::new();
     let keys =
         crate::load_keys(&config).map_err(|e| ConfigProblem(format!("batv.key_file: {e}")))?;
@@ -69,33 +80,21 @@ pub fn check_config(config: Config) -> Result<Checked, ConfigProblem> {
         .transpose()
         .map_err(|e| ConfigProblem(format!("stats.token_file: {e}")))?;
     let m = &config.milter;
-    let owner = m
-        .socket_owner
-        .as_deref()
-        .map(net::resolve_owner)
-        .transpose()
-        .map_err(|e| ConfigProblem(format!("milter.socket_owner: {e}")))?;
+    if let Some(owner) = m.socket_owner.as_deref() {
+        net::resolve_owner(owner)
+            .map_err(|e| ConfigProblem(format!("milter.socket_owner: {e}")))?;
+    }
     if let SocketSpec::Unix(socket) = &m.socket {
         check_socket_path(socket)?;
     }
-    let user = if unsafe { libc::geteuid() } != 0 {
-        ServiceUser::Current
-    } else {
-        match owner
-            .and_then(|(uid, _)| uid)
-            .and_then(|uid| net::lookup_user(&uid.to_string()))
-        {
-            Some((uid, gid)) if uid != 0 => ServiceUser::Other { uid, gid },
-            _ => ServiceUser::Unknown,
-        }
-    };
     if config.batv.enabled() {
-        check_state_dir(&config.ledger.state_dir, user)
-            .map_err(|e| ConfigProblem(format!("ledger.state_dir: {e}")))?;
+        let dir = &config.ledger.state_dir;
+        let user = service_user(dir, who);
+        check_state_dir(dir, user).map_err(|e| ConfigProblem(format!("ledger.state_dir: {e}")))?;
         if user == ServiceUser::Unknown {
             notes.push(format!(
-                "ledger.state_dir: run as root, so not checked for the service user: run the check as that user (or set milter.socket_owner) to check {}",
-                config.ledger.state_dir.display()
+                "ledger.state_dir: {} is not owned by a service user, and root can write anywhere: run the check as the service user to check it for that user",
+                dir.display()
             ));
         }
     }
@@ -105,6 +104,20 @@ pub fn check_config(config: Config) -> Result<Checked, ConfigProblem> {
         token,
         notes,
     })
+}
+
+/// Who the state directory must serve (see the module documentation).
+fn service_user(state_dir: &Path, who: Who) -> ServiceUser {
+    if who == Who::Daemon || unsafe { libc::geteuid() } != 0 {
+        return ServiceUser::Current;
+    }
+    match std::fs::metadata(state_dir) {
+        Ok(m) if m.uid() != 0 => ServiceUser::Other {
+            uid: m.uid(),
+            gid: net::lookup_user(&m.uid().to_string()).map_or(m.gid(), |(_, gid)| gid),
+        },
+        _ => ServiceUser::Unknown,
+    }
 }
 
 /// The socket's directory must exist; the socket path must be free or a socket.

@@ -103,7 +103,12 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("invalid: {e}"))
         }),
         None => {
-            let checked = match check::check(&cli.config) {
+            let who = if cli.check_config {
+                check::Who::Admin
+            } else {
+                check::Who::Daemon
+            };
+            let checked = match check::check(&cli.config, who) {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };

@@ -434,14 +434,30 @@ fn check_config_refuses_what_start_would_refuse() {
     let cfg2 = signing_config(dir.path(), &state);
     let text = std::fs::read_to_string(&cfg2).unwrap();
     if is_root() {
-        // Root-owned, 0700: `nobody` (the socket owner) cannot write it.
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-        expect_78(&text, "ledger.state_dir", "cannot write in");
+        // Root stands in for the service user: the state directory's owner. (The
+        // daemon, were it run as root, could write anywhere: checked for itself.)
+        let check_only = |also: &str| {
+            let out = run(&cfg2, &["--check-config"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{err}");
+            assert!(
+                err.contains("ledger.state_dir") && err.contains(also),
+                "{err}"
+            );
+        };
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o500)).unwrap();
+        check_only("uid 65534 cannot write in");
         // The trap of a root-run admin command: a root-owned ledger in the
         // service user's directory.
-        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(state.join("ledger.log"), "").unwrap();
-        expect_78(&text, "ledger.state_dir", "ledger.log");
+        std::fs::set_permissions(
+            state.join("ledger.log"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        check_only("ledger.log");
         std::os::unix::fs::chown(state.join("ledger.log"), Some(65534), Some(65534)).unwrap();
     } else {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o500)).unwrap();
