@@ -627,16 +627,22 @@ pub fn note_system_paths() {
     SYSTEM_PATHS_AT_START.get_or_init(system_paths_state);
 }
 
-/// Panics if a system path appeared, vanished or changed since the first milter of
-/// this test binary started.
+/// Checks that no system path appeared, vanished or changed since the first milter
+/// of this test binary started. Strict (a panic) with
+/// BACKSCATTER_WATCH_SYSTEM_PATHS=1, as .ci/run sets on its machine of its own;
+/// else a warning, as on a shared machine another process (another checkout's
+/// tests, an installed milter) may change them.
 pub fn assert_system_paths_untouched() {
     if let Some(before) = SYSTEM_PATHS_AT_START.get() {
         let now = system_paths_state();
-        assert_eq!(
-            before, &now,
-            "a test touched {:?} (or the ledger in it); tests must use temp dirs only",
-            SYSTEM_PATHS
-        );
+        if before != &now {
+            let msg = format!(
+                "{SYSTEM_PATHS:?} (or the ledger in it) changed while tests ran: {before:?} -> {now:?}; tests must use temp dirs only"
+            );
+            let strict = std::env::var("BACKSCATTER_WATCH_SYSTEM_PATHS").is_ok_and(|v| v == "1");
+            assert!(!strict, "{msg}");
+            eprintln!("WARNING: {msg}");
+        }
     }
 }
 
