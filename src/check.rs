@@ -14,7 +14,6 @@
 //! catches a `ledger.log` left root-owned, which the service could not open.
 
 use crate::{
-    batv::Keys,
     config::{Config, SocketSpec},
     net,
 };
@@ -29,7 +28,6 @@ use zeroize::Zeroizing;
 #[derive(Debug)]
 pub struct Checked {
     pub config: Config,
-    pub keys: Option<Keys>,
     /// The stats bearer token, when `stats.token_file` is set.
     pub token: Option<Zeroizing<String>>,
     /// Things worth saying that are not errors.
@@ -70,8 +68,7 @@ pub fn check(path: &Path, who: Who) -> Result<Checked, ConfigProblem> {
 /// Checks what a parsed config names, writing nothing.
 pub fn check_config(config: Config, who: Who) -> Result<Checked, ConfigProblem> {
     let mut notes = Vec::new();
-    let keys =
-        crate::load_keys(&config).map_err(|e| ConfigProblem(format!("batv.key_file: {e}")))?;
+    crate::load_keys(&config).map_err(|e| ConfigProblem(format!("batv.key_file: {e}")))?;
     let token = config
         .stats
         .token_file
@@ -100,7 +97,6 @@ pub fn check_config(config: Config, who: Who) -> Result<Checked, ConfigProblem> 
     }
     Ok(Checked {
         config,
-        keys,
         token,
         notes,
     })
