@@ -179,6 +179,9 @@ pub enum BindError {
     /// Another process answers on the unix socket (a second instance?).
     #[error("{0} is in use: another process answers on it (is the milter already running?)")]
     InUse(PathBuf),
+    /// Whether a process answers cannot be told: the socket is left alone.
+    #[error("{0} exists and cannot be probed ({1}); remove it if no milter runs")]
+    Unknown(PathBuf, io::Error),
     /// A file that is not a socket is in the way.
     #[error("{0} exists and is not a socket")]
     NotASocket(PathBuf),
@@ -213,10 +216,14 @@ pub async fn bind(
                 if !meta.file_type().is_socket() {
                     return Err(BindError::NotASocket(path.clone()));
                 }
-                if socket_answers(path).await {
-                    return Err(BindError::InUse(path.clone()));
+                match socket_answers(path).await {
+                    Ok(false) => match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    },
+                    Ok(true) => return Err(BindError::InUse(path.clone())),
+                    Err(e) => return Err(BindError::Unknown(path.clone(), e)),
                 }
-                std::fs::remove_file(path)?;
             }
             let listener = UnixListener::bind(path)?;
             let meta = std::fs::symlink_metadata(path)?;
@@ -234,15 +241,19 @@ pub async fn bind(
     }
 }
 
-/// Whether a process accepts connections on the unix socket at `path`. A refused
+/// Whether a process accepts connections on the unix socket at `path`: a refused
 /// connection (no listener: a stale socket) is `false`; a listener whose backlog is
-/// full still counts as alive.
-async fn socket_answers(path: &Path) -> bool {
+/// full, or that does not answer within 2 s, is alive. Any other failure (say, no
+/// permission to connect) leaves the question open: an error.
+async fn socket_answers(path: &Path) -> io::Result<bool> {
     let attempt = tokio::net::UnixStream::connect(path);
     match tokio::time::timeout(std::time::Duration::from_secs(2), attempt).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => e.raw_os_error() == Some(libc::EAGAIN),
-        Err(_) => true,
+        Ok(Ok(_)) | Err(_) => Ok(true),
+        Ok(Err(e)) => match e.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => Ok(false),
+            _ if e.raw_os_error() == Some(libc::EAGAIN) => Ok(true),
+            _ => Err(e),
+        },
     }
 }
 
