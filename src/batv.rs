@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::{fmt, path::Path};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -22,7 +23,8 @@ const MIN_SECRET_LEN: usize = 16;
 /// The secrets. The first key signs; every key verifies. Never printed.
 #[derive(Clone, Default)]
 pub struct Keys {
-    keys: Vec<(u8, Vec<u8>)>,
+    /// The secrets are wiped from memory when the keys are dropped.
+    keys: Vec<(u8, Zeroizing<Vec<u8>>)>,
 }
 
 impl fmt::Debug for Keys {
@@ -52,7 +54,7 @@ impl Keys {
     /// Parses `K base64-secret` lines; `#` starts a comment.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         use base64::Engine as _;
-        let mut keys: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut keys: Vec<(u8, Zeroizing<Vec<u8>>)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -71,9 +73,11 @@ impl Keys {
                 [d @ b'0'..=b'9'] => d - b'0',
                 _ => return Err(err("the key id must be one digit 0-9")),
             };
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(secret)
-                .map_err(|_| err("the secret is not valid base64"))?;
+            let secret = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(secret)
+                    .map_err(|_| err("the secret is not valid base64"))?,
+            );
             if secret.len() < MIN_SECRET_LEN {
                 return Err(err("the secret must be at least 16 bytes"));
             }
@@ -100,10 +104,10 @@ impl Keys {
         if mode & 0o066 != 0 {
             return Err(KeyError::Permissions { path: p, mode });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Read {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| KeyError::Read {
             path: p,
             reason: e.to_string(),
-        })?;
+        })?);
         Self::parse(&text)
     }
 
@@ -115,7 +119,7 @@ impl Keys {
     /// The signing key: its id and secret.
     pub(crate) fn signing(&self) -> (u8, &[u8]) {
         let (id, secret) = self.keys.first().expect("Keys is never empty");
-        (*id, secret)
+        (*id, secret.as_slice())
     }
 
     pub(crate) fn get(&self, id: u8) -> Option<&[u8]> {

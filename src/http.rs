@@ -3,9 +3,13 @@
 //! hyper 1 (HTTP/1.1 only), because the endpoint serves four GET routes on a
 //! listener it is handed, and needs nothing of a framework but hyper's own limits:
 //! a header-read timeout and a small read buffer. Each connection also has a total
-//! time limit, and connections are capped, so a slow or hostile client cannot tie
-//! up the process or touch the milter path (which shares nothing with it but
-//! atomics and short locks).
+//! time limit, and connections are capped in total and per client (an IPv4 address
+//! or an IPv6 /64), so a slow or hostile client cannot tie up the process or touch
+//! the milter path (which shares nothing with it but atomics and short locks).
+//! At a cap, the oldest connection that has not yet sent its request headers
+//! (from that client, or from the busiest client) is closed to make room: a pile
+//! of half-open connections cannot lock out a prompt request, even one from the
+//! same address.
 //!
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `GET /stats`: JSON snapshot (uptime, mode, thresholds, counters, top sources).
@@ -20,12 +24,23 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use subtle::ConstantTimeEq;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Notify};
 use tracing::{debug, warn};
+use zeroize::Zeroizing;
 
 const MAX_CONNECTIONS: usize = 64;
+const MAX_PER_CLIENT: usize = 8;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -35,14 +50,14 @@ pub struct Endpoint {
     pub runtime: SharedRuntime,
     /// Where the milter listens (for `/healthz`).
     pub milter: SocketSpec,
-    /// The bearer token, when one is required.
-    pub token: Option<String>,
+    /// The bearer token, when one is required (wiped from memory on drop).
+    pub token: Option<Zeroizing<String>>,
 }
 
 /// Serves until `shutdown` completes.
 pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: impl Future<Output = ()>) {
     let endpoint = Arc::new(endpoint);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,13 +71,20 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: impl Fut
             },
             _ = &mut shutdown => return,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let admitted = slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(client(peer.ip()));
+        let Some((id, slot)) = admitted else {
             debug!("stats: too many connections, dropping {peer}");
             continue;
         };
         let endpoint = endpoint.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
+            let requested = slot.clone();
             let service = service_fn(move |req| {
+                requested.requested.store(true, Ordering::Relaxed);
                 let endpoint = endpoint.clone();
                 async move { Ok::<_, Infallible>(handle(&endpoint, req).await) }
             });
@@ -72,13 +94,86 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: impl Fut
                 .max_buf_size(MAX_HEADER_BYTES)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Err(e)) => debug!("stats: connection from {peer}: {e}"),
-                Err(_) => debug!("stats: connection from {peer} timed out"),
-                Ok(Ok(())) => {}
+            tokio::select! {
+                r = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => match r {
+                    Ok(Err(e)) => debug!("stats: connection from {peer}: {e}"),
+                    Err(_) => debug!("stats: connection from {peer} timed out"),
+                    Ok(Ok(())) => {}
+                },
+                _ = slot.evict.notified() => {
+                    debug!("stats: closed {peer}, idle without a request, to make room");
+                }
             }
-            drop(permit);
+            slots.lock().unwrap_or_else(|e| e.into_inner()).release(id);
         });
+    }
+}
+
+/// Who counts as one client: an IPv4 address, or an IPv6 /64 (one host's share).
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// One open connection.
+#[derive(Default)]
+struct Slot {
+    /// Its request headers arrived (it is being answered: not evictable).
+    requested: AtomicBool,
+    /// Fired to close it.
+    evict: Notify,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: Vec<(u64, IpAddr, Arc<Slot>)>,
+}
+
+impl Slots {
+    /// Admits a connection from `client`, closing the oldest idle connection when a
+    /// cap is reached: the client's own at its cap, else the busiest client's (or
+    /// anyone's). `None` when every connection in the way is answering a request.
+    fn admit(&mut self, client: IpAddr) -> Option<(u64, Arc<Slot>)> {
+        let idle = |s: &Arc<Slot>| !s.requested.load(Ordering::Relaxed);
+        let count = |ip: IpAddr| self.open.iter().filter(|(_, c, _)| *c == ip).count();
+        let victim = if count(client) >= MAX_PER_CLIENT {
+            Some(
+                self.open
+                    .iter()
+                    .position(|(_, c, s)| *c == client && idle(s))?,
+            )
+        } else if self.open.len() >= MAX_CONNECTIONS {
+            let busiest = self
+                .open
+                .iter()
+                .filter(|(_, _, s)| idle(s))
+                .max_by_key(|(_, c, _)| count(*c))
+                .map(|(_, c, _)| *c)?;
+            self.open
+                .iter()
+                .position(|(_, c, s)| *c == busiest && idle(s))
+        } else {
+            None
+        };
+        if let Some(i) = victim {
+            let (_, _, slot) = self.open.remove(i);
+            slot.evict.notify_one();
+        }
+        self.next += 1;
+        let slot = Arc::new(Slot::default());
+        self.open.push((self.next, client, slot.clone()));
+        Some((self.next, slot))
+    }
+
+    fn release(&mut self, id: u64) {
+        self.open.retain(|(i, _, _)| *i != id);
     }
 }
 
@@ -300,7 +395,7 @@ svg{{border:1px solid #ccc;background:#fafafa}} .judged{{fill:#bbb}} .stopped{{f
 
 /// Reads the bearer token: the first line of the file, which group and others must
 /// not be able to read.
-pub fn load_token(path: &std::path::Path) -> Result<String, String> {
+pub fn load_token(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -311,8 +406,10 @@ pub fn load_token(path: &std::path::Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let token = Zeroizing::new(text.lines().next().unwrap_or("").trim().to_string());
     if token.len() < 16 {
         return Err(format!(
             "{}: the token must be at least 16 characters",
@@ -320,4 +417,75 @@ pub fn load_token(path: &std::path::Path) -> Result<String, String> {
         ));
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        client(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_client_at_its_cap_loses_its_oldest_idle_connection() {
+        let mut slots = Slots::default();
+        let first: Vec<_> = (0..MAX_PER_CLIENT)
+            .map(|_| slots.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        // The oldest is answering a request: the next oldest idle one goes.
+        first[0].1.requested.store(true, Ordering::Relaxed);
+        let (_, newest) = slots.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(slots.open.len(), MAX_PER_CLIENT);
+        assert!(slots.open.iter().any(|(i, _, _)| *i == first[0].0));
+        assert!(!slots.open.iter().any(|(i, _, _)| *i == first[1].0));
+        // The evicted one was told (a stored permit: it fires when awaited).
+        assert!(futures_ready(first[1].1.evict.notified()));
+        assert!(!futures_ready(first[2].1.evict.notified()));
+        // All busy: a new connection from that client is refused.
+        for (_, _, s) in &slots.open {
+            s.requested.store(true, Ordering::Relaxed);
+        }
+        newest.requested.store(true, Ordering::Relaxed);
+        assert!(slots.admit(ip("192.0.2.1")).is_none());
+        // Another client is still welcome.
+        assert!(slots.admit(ip("192.0.2.2")).is_some());
+    }
+
+    #[test]
+    fn at_the_total_cap_the_busiest_client_gives_way() {
+        let mut slots = Slots::default();
+        let mut n = 0;
+        'fill: for host in 1.. {
+            for _ in 0..(if host == 7 { MAX_PER_CLIENT } else { 5 }) {
+                if n == MAX_CONNECTIONS {
+                    break 'fill;
+                }
+                slots.admit(ip(&format!("198.51.100.{host}"))).unwrap();
+                n += 1;
+            }
+        }
+        let busiest = ip("198.51.100.7");
+        let before = slots.open.iter().filter(|(_, c, _)| *c == busiest).count();
+        slots.admit(ip("203.0.113.9")).unwrap();
+        assert_eq!(slots.open.len(), MAX_CONNECTIONS);
+        let after = slots.open.iter().filter(|(_, c, _)| *c == busiest).count();
+        assert_eq!(after, before - 1);
+        slots.release(slots.open[0].0);
+        assert_eq!(slots.open.len(), MAX_CONNECTIONS - 1);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
+        assert_eq!(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9"));
+        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1"));
+        assert_eq!(ip("::ffff:192.0.2.1"), ip("192.0.2.1"));
+    }
+
+    fn futures_ready(f: impl Future<Output = ()>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut cx).is_ready()
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod batv;
+pub mod check;
 pub mod config;
 pub mod dsn;
 pub mod evidence;

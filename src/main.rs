@@ -3,6 +3,7 @@
 use backscatter_milter::{
     Counters, Runtime, SharedRuntime,
     batv::{self, Keys},
+    check::{self, Checked},
     config::Config,
     net,
 };
@@ -15,6 +16,10 @@ mod cli;
 
 const DEFAULT_CONFIG: &str = "/etc/backscatter-milter/milter.toml";
 
+/// Exit status for a configuration error (sysexits.h EX_CONFIG); the systemd unit
+/// does not restart on it (`RestartPreventExitStatus=78`).
+const EX_CONFIG: u8 = 78;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -24,7 +29,9 @@ struct Cli {
     /// The configuration file.
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
-    /// Check the configuration (and the key file it names), then exit 0 or 1.
+    /// Check the configuration and everything it names (key file, token file,
+    /// socket owner, state directory) without writing anything; exit 0, or 78 on a
+    /// configuration error.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -33,21 +40,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print ADDRESS with a BATV tag, signed on --date (default today).
+    /// Print ADDRESS with a BATV tag, signed on --date (default today). Reads only
+    /// the config and the key file.
     Sign {
         #[arg(long)]
         date: Option<String>,
         address: String,
     },
     /// Check the BATV tag of ADDRESS on --date (default today): print the plain
-    /// address and key id and exit 0, or say why not and exit 1.
+    /// address and key id and exit 0, or say why not and exit 1. Reads only the
+    /// config and the key file.
     Verify {
         #[arg(long)]
         date: Option<String>,
         address: String,
     },
     /// Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-`
-    /// for standard input.
+    /// for standard input. The ledger is only read.
     Classify {
         /// One JSON object per line.
         #[arg(long)]
@@ -79,6 +88,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    disable_core_dumps();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Man) => cli::man(),
@@ -106,36 +116,46 @@ fn main() -> ExitCode {
             rcpt,
             files,
         }) => classify(&cli.config, json, mail_from.as_deref(), &rcpt, &files),
-        Some(Command::Sign { date, address }) => tool(&cli.config, date, |rt, day| {
-            let keys = rt
-                .keys
-                .as_ref()
-                .ok_or("batv.sign_domains is empty: no key file loaded")?;
-            batv::sign(keys, &address, day, rt.config.batv.lifetime_days).map_err(|e| e.to_string())
+        Some(Command::Sign { date, address }) => tool(&cli.config, date, |keys, config, day| {
+            batv::sign(keys, &address, day, config.batv.lifetime_days).map_err(|e| e.to_string())
         }),
-        Some(Command::Verify { date, address }) => tool(&cli.config, date, |rt, day| {
-            let keys = rt
-                .keys
-                .as_ref()
-                .ok_or("batv.sign_domains is empty: no key file loaded")?;
-            batv::verify(keys, &address, day, rt.config.batv.lifetime_days)
+        Some(Command::Verify { date, address }) => tool(&cli.config, date, |keys, config, day| {
+            batv::verify(keys, &address, day, config.batv.lifetime_days)
                 .map(|v| format!("{} key={}", v.plain, v.key_id))
                 .map_err(|e| format!("invalid: {e}"))
         }),
         None => {
-            let rt = match load(&cli.config) {
-                Ok(rt) => rt,
-                Err(e) => return fail(e),
+            let who = if cli.check_config {
+                check::Who::Admin
+            } else {
+                check::Who::Daemon
+            };
+            let checked = match check::check(&cli.config, who) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
             };
             if cli.check_config {
-                for w in rt.config.warnings() {
+                for w in checked.config.warnings() {
                     eprintln!("backscatter-milter: warning: {}: {w}", cli.config.display());
+                }
+                for note in &checked.notes {
+                    eprintln!("backscatter-milter: note: {note}");
                 }
                 println!("{}: OK", cli.config.display());
                 return ExitCode::SUCCESS;
             }
-            serve(cli.config, rt)
+            serve(cli.config, checked)
         }
+    }
+}
+
+/// No core dumps (they would hold the BATV keys and the stats token), and no
+/// ptrace by other processes of the same user.
+fn disable_core_dumps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
 
@@ -151,29 +171,36 @@ fn classify(
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(_) if !config.exists() => Config::default(),
-        Err(e) => return fail(e),
+        Err(e) => return config_error(e),
     };
     let keys = match backscatter_milter::load_keys(&config) {
         Ok(k) => k,
-        Err(e) => return fail(format!("batv.key_file: {e}")),
+        Err(e) => return config_error(format!("batv.key_file: {e}")),
     };
     let now = backscatter_milter::unix_now();
-    let ledger: Box<dyn backscatter_milter::ledger::Ledger> = match config.ledger.backend {
-        backscatter_milter::config::LedgerBackend::File => Box::new(FileLedger::read_only(
-            &config.ledger.state_dir,
-            config.ledger.max_entries,
-            config.ledger_ttl_secs(),
-            now,
-        )),
-        backscatter_milter::config::LedgerBackend::Redis => {
-            match backscatter_milter::redis_ledger::RedisLedger::new(
-                &config.ledger.redis_url,
-                &config.ledger.redis_prefix,
-                config.ledger_ttl_secs(),
-                config.ledger.redis_timeout,
-            ) {
-                Ok(l) => Box::new(l),
-                Err(e) => return fail(e),
+    // Read only; and only when signing is on (as the daemon keeps it only then).
+    let ledger: Option<Box<dyn backscatter_milter::ledger::Ledger>> = if !config.batv.enabled() {
+        None
+    } else {
+        match config.ledger.backend {
+            backscatter_milter::config::LedgerBackend::File => {
+                Some(Box::new(FileLedger::read_only(
+                    &config.ledger.state_dir,
+                    config.ledger.max_entries,
+                    config.ledger_ttl_secs(),
+                    now,
+                )))
+            }
+            backscatter_milter::config::LedgerBackend::Redis => {
+                match backscatter_milter::redis_ledger::RedisLedger::new(
+                    &config.ledger.redis_url,
+                    &config.ledger.redis_prefix,
+                    config.ledger_ttl_secs(),
+                    config.ledger.redis_timeout,
+                ) {
+                    Ok(l) => Some(Box::new(l)),
+                    Err(e) => return config_error(format!("ledger.redis_url: {e}")),
+                }
             }
         }
     };
@@ -198,7 +225,7 @@ fn classify(
     let ctx = evidence::Context {
         config: &config,
         keys: keys.as_ref(),
-        ledger: Some(ledger.as_ref()),
+        ledger: ledger.as_deref(),
         today,
         now,
         bad_source: false,
@@ -260,26 +287,37 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load(path: &std::path::Path) -> Result<Runtime, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    Runtime::load(config, Arc::new(Counters::default())).map_err(|e| e.to_string())
+fn config_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("backscatter-milter: {msg}");
+    ExitCode::from(EX_CONFIG)
 }
 
+/// `sign` and `verify`: the config and the key file, nothing else (no ledger, no
+/// state directory). Exit 0 with the answer, 1 with a negative answer, 78 when the
+/// config or the key file is wrong.
 fn tool(
     path: &std::path::Path,
     date: Option<String>,
-    f: impl FnOnce(&Runtime, i64) -> Result<String, String>,
+    f: impl FnOnce(&Keys, &Config, i64) -> Result<String, String>,
 ) -> ExitCode {
-    let rt = match load(path) {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let keys = match backscatter_milter::load_keys(&config) {
+        Ok(Some(k)) => k,
+        Ok(None) => return config_error("batv.sign_domains is empty: no key file loaded"),
+        Err(e) => return config_error(format!("batv.key_file: {e}")),
     };
     let day = match date.as_deref().map(batv::parse_date) {
         None => batv::today(),
         Some(Some(d)) => d,
-        Some(None) => return fail("--date: expected YYYY-MM-DD"),
+        Some(None) => {
+            eprintln!("backscatter-milter: --date: expected YYYY-MM-DD");
+            return ExitCode::from(2);
+        }
     };
-    match f(&rt, day) {
+    match f(&keys, &config, day) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
@@ -295,11 +333,22 @@ fn init_logging(config: &Config) {
     backscatter_milter::logging::init(&config.log);
 }
 
-fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
-    init_logging(&rt.config);
-    for w in rt.config.warnings() {
+/// Runs the daemon on a checked config. Binds the stats port before the milter
+/// socket, so a taken port fails the start before the socket exists; the unix
+/// socket is removed at exit.
+fn serve(path: PathBuf, checked: Checked) -> ExitCode {
+    init_logging(&checked.config);
+    for w in checked.config.warnings() {
         warn!("{}: {w}", path.display());
     }
+    let Checked { config, token, .. } = checked;
+    let rt = match Runtime::load(config, Arc::new(Counters::default())) {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -309,26 +358,30 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
     };
     runtime.block_on(async move {
         let m = rt.config.milter.clone();
-        let listener = match net::bind(&m.socket, m.socket_mode, m.socket_owner.as_deref()).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot listen on {}: {e}", m.socket);
-                return ExitCode::FAILURE;
-            }
-        };
         let stats = rt.config.stats.clone();
-        let token = match stats
-            .token_file
-            .as_deref()
-            .map(backscatter_milter::http::load_token)
-            .transpose()
-        {
-            Ok(t) => t,
-            Err(e) => {
-                error!("stats.token_file: {e}");
-                return ExitCode::FAILURE;
-            }
+        let stats_listener = match stats.listen {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some((addr, l)),
+                Err(e) => {
+                    error!("stats.listen: cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
         };
+        // Held until the end: removes the unix socket at exit.
+        let (listener, _socket_file) =
+            match net::bind(&m.socket, m.socket_mode, m.socket_owner.as_deref()).await {
+                Ok(l) => l,
+                Err(e @ net::BindError::Owner(_)) => {
+                    error!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+                Err(e) => {
+                    error!("cannot listen on {}: {e}", m.socket);
+                    return ExitCode::FAILURE;
+                }
+            };
         info!(
             "listening on {} (header {}, BATV signing {}, mode {})",
             m.socket,
@@ -344,29 +397,21 @@ fn serve(path: PathBuf, rt: Runtime) -> ExitCode {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        if let Some(addr) = stats.listen {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    info!(
-                        "stats endpoint on http://{addr}/ (token {})",
-                        if token.is_some() {
-                            "required"
-                        } else {
-                            "not required"
-                        }
-                    );
-                    let endpoint = backscatter_milter::http::Endpoint {
-                        runtime: shared.clone(),
-                        milter: m.socket.clone(),
-                        token,
-                    };
-                    tokio::spawn(backscatter_milter::http::serve(l, endpoint, stopped()));
+        if let Some((addr, l)) = stats_listener {
+            info!(
+                "stats endpoint on http://{addr}/ (token {})",
+                if token.is_some() {
+                    "required"
+                } else {
+                    "not required"
                 }
-                Err(e) => {
-                    error!("stats.listen: cannot listen on {addr}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            );
+            let endpoint = backscatter_milter::http::Endpoint {
+                runtime: shared.clone(),
+                milter: m.socket.clone(),
+                token,
+            };
+            tokio::spawn(backscatter_milter::http::serve(l, endpoint, stopped()));
         }
         // Handlers installed before READY=1: a SIGHUP right after it must not kill.
         tokio::spawn(reload_on_hup(

@@ -8,6 +8,7 @@ use std::{
     io,
     net::IpAddr,
     os::unix::{fs::PermissionsExt, io::AsRawFd},
+    path::{Path, PathBuf},
     pin::Pin,
     str::FromStr,
     task::{Context, Poll},
@@ -151,41 +152,126 @@ impl AsyncWrite for FastTcpStream {
 /// The listener the milter serves on.
 pub type MilterListener = EitherListener<FastTcpListener, UnixListener>;
 
-/// Binds the milter socket. A stale unix socket is removed first (only if it is a
-/// socket); its mode and owner are set as configured.
-pub async fn bind(spec: &SocketSpec, mode: u32, owner: Option<&str>) -> io::Result<MilterListener> {
-    match spec {
-        SocketSpec::Inet(addr) => Ok(EitherListener::Tcp(FastTcpListener(
-            TcpListener::bind(addr).await?,
-        ))),
-        SocketSpec::Unix(path) => {
-            use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if meta.file_type().is_socket() {
-                    std::fs::remove_file(path)?;
-                } else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a socket", path.display()),
-                    ));
-                }
-            }
-            let listener = UnixListener::bind(path)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            if let Some(owner) = owner {
-                chown(path, owner)?;
-            }
-            Ok(EitherListener::Unix(listener))
+/// A unix socket this process created; removed on drop, unless another process
+/// has put its own socket at the path meanwhile.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// `user[:group]` by name or number.
-fn chown(path: &std::path::Path, owner: &str) -> io::Result<()> {
+/// Why the milter socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another process answers on the unix socket (a second instance?).
+    #[error("{0} is in use: another process answers on it (is the milter already running?)")]
+    InUse(PathBuf),
+    /// Whether a process answers cannot be told: the socket is left alone.
+    #[error("{0} exists and cannot be probed ({1}); remove it if no milter runs")]
+    Unknown(PathBuf, io::Error),
+    /// A file that is not a socket is in the way.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// `milter.socket_owner` names no user or group here.
+    #[error("milter.socket_owner: {0}")]
+    Owner(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Binds the milter socket. A unix socket that nothing answers on (left by a
+/// crash) is removed first; one that answers belongs to a live process and is
+/// refused. The mode and owner are set as configured; the returned [`SocketFile`]
+/// removes the socket when dropped (at exit).
+pub async fn bind(
+    spec: &SocketSpec,
+    mode: u32,
+    owner: Option<&str>,
+) -> Result<(MilterListener, Option<SocketFile>), BindError> {
+    match spec {
+        SocketSpec::Inet(addr) => Ok((
+            EitherListener::Tcp(FastTcpListener(TcpListener::bind(addr).await?)),
+            None,
+        )),
+        SocketSpec::Unix(path) => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let ids = owner
+                .map(resolve_owner)
+                .transpose()
+                .map_err(BindError::Owner)?;
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(BindError::NotASocket(path.clone()));
+                }
+                match socket_answers(path).await {
+                    Ok(false) => match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    },
+                    Ok(true) => return Err(BindError::InUse(path.clone())),
+                    Err(e) => return Err(BindError::Unknown(path.clone(), e)),
+                }
+            }
+            let listener = UnixListener::bind(path)?;
+            let meta = std::fs::symlink_metadata(path)?;
+            let file = SocketFile {
+                path: path.clone(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(path, uid, gid)?;
+            }
+            Ok((EitherListener::Unix(listener), Some(file)))
+        }
+    }
+}
+
+/// Whether a process accepts connections on the unix socket at `path`: a refused
+/// connection (no listener: a stale socket) is `false`; a listener whose backlog is
+/// full, or that does not answer within 2 s, is alive. Any other failure (say, no
+/// permission to connect) leaves the question open: an error.
+async fn socket_answers(path: &Path) -> io::Result<bool> {
+    let attempt = tokio::net::UnixStream::connect(path);
+    match tokio::time::timeout(std::time::Duration::from_secs(2), attempt).await {
+        Ok(Ok(_)) | Err(_) => Ok(true),
+        Ok(Err(e)) => match e.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => Ok(false),
+            _ if e.raw_os_error() == Some(libc::EAGAIN) => Ok(true),
+            _ => Err(e),
+        },
+    }
+}
+
+/// `user[:group]` by name or number, as ids.
+pub fn resolve_owner(owner: &str) -> Result<(Option<u32>, Option<u32>), String> {
     let (user, group) = owner.split_once(':').unwrap_or((owner, ""));
-    let uid = lookup_id(user, true)?;
-    let gid = lookup_id(group, false)?;
-    std::os::unix::fs::chown(path, uid, gid)
+    let uid = lookup_id(user, true).map_err(|e| e.to_string())?;
+    let gid = lookup_id(group, false).map_err(|e| e.to_string())?;
+    Ok((uid, gid))
+}
+
+/// A user's uid and primary gid from /etc/passwd, by name or number.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name) || f.get(2) == Some(&name))
+        .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
 }
 
 fn lookup_id(name: &str, user: bool) -> io::Result<Option<u32>> {

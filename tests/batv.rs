@@ -290,8 +290,9 @@ fn cli_sign_verify_keygen() {
         (code, out.as_str()),
         (Some(1), "invalid: address carries no prvs tag\n")
     );
+    // A usage error, like clap's own: 2.
     let (code, _, err) = run(&["sign", "--date", "2025-13-01", "user@example.org"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("--date: expected YYYY-MM-DD"), "{err}");
     let (code, out, _) = run(&["keygen", "--id", "7"]);
     assert_eq!(code, Some(0));

@@ -21,7 +21,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, log: &Path) -> Self {
-        let child = Command::new(BIN)
+        Self::start_with(Command::new(BIN), config, log)
+    }
+
+    /// Starts `command` (the binary, or a wrapper running it) with `--config`.
+    fn start_with(mut command: Command, config: &Path, log: &Path) -> Self {
+        let parsed = backscatter_milter::config::Config::load(config).unwrap();
+        common::refuse_system_paths(&parsed);
+        common::note_system_paths();
+        let child = command
             .args(["--config", config.to_str().unwrap()])
             .env("NO_COLOR", "1")
             .stderr(fs::File::create(log).unwrap())
@@ -61,7 +69,27 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !thread::panicking() {
+            common::assert_system_paths_untouched();
+        }
     }
+}
+
+/// Runs the binary to its end (at most 20 s): (exit code, stderr).
+fn run_to_end(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(20));
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -153,6 +181,8 @@ fn unix_socket_reload_and_graceful_shutdown() {
     smtp.cmd("QUIT");
     let status = wait_exit(&mut daemon.child, Duration::from_secs(25));
     assert_eq!(status, Some(0), "{}", daemon.log());
+    // The socket is removed at exit.
+    assert!(!sock.exists(), "socket left behind at exit");
     let got = rig.wait_delivered(3);
     let inflight = got
         .iter()
@@ -338,4 +368,172 @@ fn key_rotation_on_sighup() {
     }
     rig.wait_delivered(4);
     assert!(!daemon.log().contains(new_key.split(' ').nth(1).unwrap()));
+}
+
+fn unix_config(dir: &Path, sock: &Path, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join(format!("milter-{}.toml", common::free_port()));
+    fs::write(
+        &cfg,
+        format!(
+            "[milter]\nsocket = \"unix:{}\"\nsocket_mode = \"0666\"\n{extra}",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// A second instance on a live socket refuses to start (before, it unlinked the
+/// socket and took it over); a stale socket (nothing answers, as after SIGKILL) is
+/// replaced; the socket goes at a clean exit.
+#[test]
+fn a_live_socket_is_never_taken_over() {
+    let dir = temp_dir();
+    let sock = dir.path().join("m.sock");
+    let cfg = unix_config(dir.path(), &sock, "");
+    let first = Daemon::start(&cfg, &dir.path().join("first.log"));
+    let ino = inode(&sock);
+    let (code, err) = run_to_end(&cfg);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("is in use: another process answers on it"),
+        "{err}"
+    );
+    assert_eq!(inode(&sock), ino, "the live socket was replaced");
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    assert!(first.log().matches("listening on").count() == 1);
+
+    // SIGKILL leaves the socket behind; nothing answers on it: the next start
+    // replaces it.
+    drop(first);
+    assert!(sock.exists());
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_err());
+    let mut second = Daemon::start(&cfg, &dir.path().join("second.log"));
+    // The first is dead: what answers now is the second, on a new socket.
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    second.signal(libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut second.child, Duration::from_secs(20)),
+        Some(0)
+    );
+    assert!(!sock.exists(), "socket left behind at exit");
+}
+
+/// A taken stats port fails the start before the milter socket exists (else
+/// Postfix would see a socket with no milter behind it after the exit).
+#[test]
+fn a_taken_stats_port_fails_before_the_socket_exists() {
+    let dir = temp_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let sock = dir.path().join("m.sock");
+    let cfg = unix_config(
+        dir.path(),
+        &sock,
+        &format!("[stats]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let (code, err) = run_to_end(&cfg);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("stats.listen: cannot listen on"), "{err}");
+    assert!(!sock.exists());
+    // A configuration error (here an unknown socket owner) is exit 78, which the
+    // systemd unit does not restart.
+    let cfg = unix_config(dir.path(), &sock, "socket_owner = \"no-such-user-bsm\"\n");
+    let (code, err) = run_to_end(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(!sock.exists());
+    let unit = include_str!("../contrib/systemd/backscatter-milter.service");
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+    assert!(unit.lines().any(|l| l == "LimitCORE=0"));
+}
+
+/// 200 half-open connections (100 silent, 100 stopping inside their headers) do
+/// not lock the stats endpoint out: a normal request from the same address is
+/// answered at once (before, the 65th connection on was dropped unanswered).
+#[test]
+fn stats_endpoint_answers_under_200_half_open_connections() {
+    use std::io::Write;
+    let dir = temp_dir();
+    let token = "tok-half-open-0123456789";
+    let tf = dir.path().join("token");
+    fs::write(&tf, token).unwrap();
+    fs::set_permissions(&tf, fs::Permissions::from_mode(0o600)).unwrap();
+    let stats_port = common::free_port();
+    let sock = dir.path().join("m.sock");
+    let cfg = unix_config(
+        dir.path(),
+        &sock,
+        &format!(
+            "[stats]\nlisten = \"127.0.0.1:{stats_port}\"\ntoken_file = \"{}\"\n",
+            tf.display()
+        ),
+    );
+    let daemon = Daemon::start(&cfg, &dir.path().join("milter.log"));
+    daemon.wait_log("stats endpoint on", 1);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{stats_port}").parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+        }
+        held.push(s);
+    }
+    thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let (code, body) = common::http_get(addr, "/healthz", Some(token));
+    let took = t.elapsed();
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    // Well under the 5 s header timeout: not waiting for the pile to time out.
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let (code, _) = common::http_get(addr, "/metrics", None);
+    assert_eq!(code, 401);
+    drop(held);
+}
+
+/// The daemon is not dumpable: no core file, no ptrace by the same user. The
+/// kernel shows its /proc/PID files as owned by root even when the process runs
+/// as another user (run as `nobody` here, with setpriv).
+#[test]
+fn the_daemon_is_not_dumpable() {
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(
+            std::env::var("BACKSCATTER_REQUIRE_POSTFIX").as_deref() != Ok("1"),
+            "root and setpriv are required"
+        );
+        eprintln!("SKIPPED: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir();
+    let port = common::free_port();
+    let cfg = dir.path().join("milter.toml");
+    fs::write(
+        &cfg,
+        format!("[milter]\nsocket = \"inet:127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut wrapper = Command::new("/usr/bin/setpriv");
+    wrapper.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        BIN,
+    ]);
+    let daemon = Daemon::start_with(wrapper, &cfg, &dir.path().join("milter.log"));
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("65534"), "{uid_line}");
+    for file in ["fd", "environ"] {
+        let meta = fs::metadata(format!("/proc/{}/{file}", daemon.child.id())).unwrap();
+        assert_eq!(meta.uid(), 0, "the daemon is dumpable ({file})");
+    }
 }

@@ -93,6 +93,8 @@ impl TestMilter {
 
     pub fn start_on(config_text: &str, transport: Transport) -> Self {
         let config = Config::parse(config_text, "test").expect("test config");
+        refuse_system_paths(&config);
+        note_system_paths();
         let stats_listen = config.stats.listen;
         let token = config
             .stats
@@ -206,6 +208,9 @@ impl TestMilter {
 impl Drop for TestMilter {
     fn drop(&mut self) {
         self.stop_now();
+        if !thread::panicking() {
+            assert_system_paths_untouched();
+        }
     }
 }
 
@@ -565,6 +570,90 @@ pub fn batv_config_own_ledger(dir: &Path, extra_batv: &str) -> String {
         batv_config(dir, extra_batv),
         dir.display()
     )
+}
+
+/// A `[ledger]` table keeping the ledger in `dir/state` (never the system's
+/// /var/lib/backscatter-milter); for configs that do not set `[ledger]` otherwise.
+pub fn private_ledger(dir: &Path) -> String {
+    format!(
+        "\n[ledger]\nstate_dir = \"{}\"\n",
+        dir.join("state").display()
+    )
+}
+
+/// Where an installed milter keeps its files. No test may use them.
+pub const SYSTEM_PATHS: [&str; 3] = [
+    "/var/lib/backscatter-milter",
+    "/run/backscatter-milter",
+    "/etc/backscatter-milter",
+];
+
+/// Panics when a test config would make the milter use a system path (the default
+/// `ledger.state_dir` or key file of a config that signs, a socket or token file
+/// under them): every test config must point at temp dirs. TestMilter checks its
+/// config; the daemon tests check theirs. Then `assert_system_paths_untouched`
+/// checks, at each TestMilter's end, that nothing changed there meanwhile.
+pub fn refuse_system_paths(config: &Config) {
+    use backscatter_milter::config::SocketSpec;
+    let mut used: Vec<&Path> = Vec::new();
+    if config.batv.enabled() {
+        used.push(&config.ledger.state_dir);
+        used.push(&config.batv.key_file);
+    }
+    if let SocketSpec::Unix(p) = &config.milter.socket {
+        used.push(p);
+    }
+    used.extend(config.stats.token_file.as_deref());
+    for p in used {
+        assert!(
+            !SYSTEM_PATHS.iter().any(|s| p.starts_with(s)),
+            "a test config uses the system path {}: point it at a temp dir (private_ledger)",
+            p.display()
+        );
+    }
+}
+
+/// What the system paths look like: for each (and the ledger), whether it exists,
+/// its inode and modification time.
+fn system_paths_state() -> Vec<Option<(u64, i64, i64)>> {
+    use std::os::unix::fs::MetadataExt;
+    SYSTEM_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .chain([PathBuf::from(SYSTEM_PATHS[0]).join("ledger.log")])
+        .map(|p| {
+            fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
+static SYSTEM_PATHS_AT_START: std::sync::OnceLock<Vec<Option<(u64, i64, i64)>>> =
+    std::sync::OnceLock::new();
+
+/// Records the system paths' state the first time a test starts a milter.
+pub fn note_system_paths() {
+    SYSTEM_PATHS_AT_START.get_or_init(system_paths_state);
+}
+
+/// Checks that no system path appeared, vanished or changed since the first milter
+/// of this test binary started. Strict (a panic) with
+/// BACKSCATTER_WATCH_SYSTEM_PATHS=1, as .ci/run sets on its machine of its own;
+/// else a warning, as on a shared machine another process (another checkout's
+/// tests, an installed milter) may change them.
+pub fn assert_system_paths_untouched() {
+    if let Some(before) = SYSTEM_PATHS_AT_START.get() {
+        let now = system_paths_state();
+        if before != &now {
+            let msg = format!(
+                "{SYSTEM_PATHS:?} (or the ledger in it) changed while tests ran: {before:?} -> {now:?}; tests must use temp dirs only"
+            );
+            let strict = std::env::var("BACKSCATTER_WATCH_SYSTEM_PATHS").is_ok_and(|v| v == "1");
+            assert!(!strict, "{msg}");
+            eprintln!("WARNING: {msg}");
+        }
+    }
 }
 
 pub fn test_keys() -> backscatter_milter::batv::Keys {
