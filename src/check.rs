@@ -84,7 +84,7 @@ pub fn check_config(config: Config, who: Who) -> Result<Checked, ConfigProblem> 
     if let SocketSpec::Unix(socket) = &m.socket {
         check_socket_path(socket)?;
     }
-    if config.batv.enabled() {
+    if config.batv.enabled() && config.ledger.backend == crate::config::LedgerBackend::File {
         let dir = &config.ledger.state_dir;
         let user = service_user(dir, who);
         check_state_dir(dir, user).map_err(|e| ConfigProblem(format!("ledger.state_dir: {e}")))?;

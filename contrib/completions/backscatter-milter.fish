@@ -25,12 +25,12 @@ function __fish_backscatter_milter_using_subcommand
 end
 
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s c -l config -d 'The configuration file' -r -F
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -l check-config -d 'Check the configuration (and the key file it names), then exit 0 or 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -l check-config -d 'Check the configuration and everything it names (key file, token file, socket owner, state directory) without writing anything; exit 0, or 78 on a configuration error'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s V -l version -d 'Print version'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today). Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1. Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input. The ledger is only read'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "keygen" -d 'Print a new key line for the key file'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
@@ -56,9 +56,9 @@ complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand ma
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today). Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1. Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input. The ledger is only read'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'

@@ -597,7 +597,9 @@ pub fn refuse_system_paths(config: &Config) {
     use backscatter_milter::config::SocketSpec;
     let mut used: Vec<&Path> = Vec::new();
     if config.batv.enabled() {
-        used.push(&config.ledger.state_dir);
+        if config.ledger.backend == backscatter_milter::config::LedgerBackend::File {
+            used.push(&config.ledger.state_dir);
+        }
         used.push(&config.batv.key_file);
     }
     if let SocketSpec::Unix(p) = &config.milter.socket {
