@@ -6,6 +6,7 @@
 //! returns. Every walk is bounded by [`Limits`].
 
 pub mod original;
+pub mod phrases;
 pub mod report;
 pub mod status;
 pub mod text;
@@ -516,7 +517,8 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
     }
     let p = text::phrases(&top.subject, &lower);
-    let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
+    let daemon = is_daemon_sender(&top.from_addr, &top.from_name)
+        || text::reporter_sender(&top.from_addr, &top.from_name);
 
     // 1. Structured reports.
     let report = parts
@@ -591,11 +593,19 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
             || (top.headerless
                 && text.matches('\t').count() < text.lines().count()
                 && (p.ndr_body > 0 || text::smtp_code_in(&lower).is_some()))
-            || (p.ndr_body >= 2 && parts.original.is_some());
+            || (p.ndr_body >= 2 && parts.original.is_some())
+            // A report's shape: a failure subject or several failure phrases,
+            // with a status code or a returned message.
+            || ((p.ndr_subject || p.ndr_body >= 2)
+                && p.ndr_body >= 1
+                && (parts.original.is_some() || text::status_in(&lower).is_some()));
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;
         } else if top.challenge_header
+            // A request to confirm before a held message is delivered, with no
+            // status code: a challenge even from a daemon, not a delay.
+            || p.challenge_strong && text::status_in(&lower).is_none()
             || !bounce_like
                 && (p.challenge >= 2
                     || p.challenge >= 1
@@ -617,7 +627,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                 evidence.push("ndr-text");
             }
             let permanent_code = text::status_in(&lower).is_some_and(|s| s.is_permanent())
-                || lower.contains("permanent")
+                || p.permanent
                 || text::smtp_code_in(&lower).is_some_and(|c| c >= 500);
             kind = if p.delivered && !permanent_code && p.ndr_body <= 2 {
                 Kind::Delivery
@@ -641,21 +651,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         {
             evidence.push("autoreply");
             kind = Kind::Autoreply;
-        } else if p.autoreply_subject
-            && [
-                "automatic reply",
-                "auto reply",
-                "autoreply",
-                "auto-reply",
-                "out of office",
-                "autorespons",
-                "automatiska atbilde",
-                "atvaļinājums",
-                "away until",
-            ]
-            .iter()
-            .any(|s| top.subject.contains(s))
-        {
+        } else if p.autoreply_subject_strong {
             evidence.push("autoreply-subject");
             kind = Kind::Autoreply;
         }

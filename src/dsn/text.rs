@@ -1,6 +1,10 @@
 //! What non-standard NDRs say in prose: phrases that mark a bounce, a delay, an
 //! auto-reply or a challenge; status codes, recipients and diagnostics in the text.
 
+use super::phrases::{
+    AUTOREPLY_BODY, AUTOREPLY_SUBJECT, AUTOREPLY_SUBJECT_STRONG, CHALLENGE, CHALLENGE_STRONG,
+    DELAY, NDR_BODY_INTL, NDR_SUBJECT_INTL, PERMANENT, WARNING_ONLY, any, count,
+};
 use super::status::Status;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -30,7 +34,6 @@ const NDR_BODY: &[&str] = &[
     "did not reach the following recipient",
     "had delivery errors",
     "you are not a member of this mailing list",
-    "以下のメールアドレスへの送信に失敗しました",
     "the following recipient(s) could not be reached",
     "could not be delivered to the following",
     "your message did not reach some or all of the intended recipients",
@@ -79,44 +82,43 @@ const NDR_BODY: &[&str] = &[
     "has not been delivered",
     "was undeliverable",
     "bounce",
-    "konnte nicht zugestellt werden",
-    "nicht zugestellt",
-    "unzustellbar",
-    "n'a pas pu être remis",
-    "non remis",
-    "no se pudo entregar",
-    "non è stato possibile recapitare",
-    "non recapitabile",
-    "не удалось доставить",
-    "не может быть доставлено",
-    "недоставлен",
-    "配信できません",
-    "送信できませんでした",
-];
-
-/// Phrases of a delay ("still trying") notice.
-const DELAY: &[&str] = &[
-    "has not yet been delivered",
-    "not yet been delivered",
-    "still trying",
-    "will continue trying",
-    "will keep trying",
-    "will continue to try",
-    "will retry",
-    "will be retried",
-    "could not send message for past",
-    "could not send mail for past",
-    "delivery has been delayed",
-    "delivery is delayed",
-    "message delayed",
-    "delayed mail",
-    "delivery delayed",
-    "this is a warning message only",
-    "you do not need to resend your message",
-    "delivery attempts will continue",
-    "(delay)",
-    "temporarily deferred",
-    "delivery temporarily suspended",
+    // Older and less common systems, by the shape of what they write: X.400
+    // gateways (RFC 2156 non-delivery reports), Sun/Oracle Messaging Server,
+    // Lotus Domino, Exchange 5.5/2000/2003, list servers.
+    "non-delivery report",
+    "non delivery report",
+    "nondelivery report",
+    "delivery failure report",
+    "your message cannot be delivered",
+    "cannot be delivered to",
+    "can't be delivered",
+    "could not deliver",
+    "cannot deliver",
+    "can't deliver",
+    "couldn't deliver",
+    "failed to be delivered",
+    "message not delivered",
+    "not delivered to",
+    "was not delivered",
+    "could not be distributed",
+    "was not distributed",
+    "could not be forwarded",
+    "could not be sent",
+    "delivery has failed",
+    "delivery to the following",
+    "this report relates to a message you sent",
+    "recipient's o/r name",
+    "o/r address",
+    "reason code",
+    "not listed in domino directory",
+    "not listed in public name",
+    "the recipient's destination email system is unknown",
+    "recipient address rejected",
+    "error delivering",
+    "returned to sender",
+    "mailbox is unavailable",
+    "no longer valid",
+    "no longer exists",
 ];
 
 /// Phrases of a delivery (success) notice.
@@ -161,104 +163,20 @@ const NDR_SUBJECT: &[&str] = &[
     "could not send mail",
     "mail failure",
     "mail failed",
-    "unzustellbar",
-    "nicht zugestellt",
-    "non remis",
-    "non recapitabile",
-    "no entregado",
     "blocked by our",
     "unsolicited bulk email",
     "loop alert",
     "are not member",
     "delivery problem",
-    "недоставленное",
-    "не доставлено",
-    "ваше сообщение не",
-];
-
-const AUTOREPLY_SUBJECT: &[&str] = &[
-    "automatic reply",
-    "auto reply",
-    "auto-reply",
-    "autoreply",
-    "auto response",
-    "autorespons",
-    "auto-response",
-    "out of office",
-    "out of the office",
-    "abwesenheitsnotiz",
-    "automatische antwort",
-    "réponse automatique",
-    "reponse automatique",
-    "risposta automatica",
-    "respuesta automática",
-    "respuesta automatica",
-    "automatiska atbilde",
-    "atvaļinājums",
-    "atvalinajums",
-    "vacation",
-    "on holiday",
-    "away until",
-    "away from",
-    "absence",
-    "abwesend",
-    "urlaub",
-    "自動応答",
-    "不在",
-];
-
-const AUTOREPLY_BODY: &[&str] = &[
-    "out of office",
-    "out of the office",
-    "on vacation",
-    "on holiday",
-    "on leave",
-    "away from the office",
-    "away from my desk",
-    "currently away",
-    "i am away",
-    "i'm away",
-    "will be back",
-    "i will return",
-    "limited access to e-mail",
-    "limited access to email",
-    "thank you for your email",
-    "thank you for your message",
-    "thanks for your message",
-    "this is an automatic reply",
-    "this is an automated reply",
-    "this is an auto-reply",
-    "i am currently out",
-    "ich bin",
-    "abwesend",
-];
-
-const CHALLENGE: &[&str] = &[
-    "boxbe",
-    "bluebottle",
-    "tmda",
-    "spam arrest",
-    "spamarrest",
-    "mailblocks",
-    "sender verification",
-    "verify that you are a real person",
-    "verify you are a human",
-    "prove that you are a human",
-    "confirm that you are a real person",
-    "i use a challenge",
-    "challenge-response",
-    "challenge/response",
-    "please confirm your message",
-    "please confirm your e-mail",
-    "please confirm that you sent",
-    "to have your message delivered",
-    "your message is being held",
-    "awaiting your confirmation",
-    "added to my approved senders",
-    "approved senders list",
-    "click the link below to confirm",
-    "confirm your message",
-    "verify your email address to deliver",
+    "non-delivered",
+    "not deliverable",
+    "delivery error",
+    "delivery notice",
+    "delivery notification",
+    "returned message",
+    "message returned",
+    "rejected message",
+    "message rejected",
 ];
 
 const VIRUS: &[&str] = &[
@@ -273,38 +191,61 @@ const VIRUS: &[&str] = &[
     "virus infected",
 ];
 
-fn any(haystack: &str, needles: &[&str]) -> bool {
-    needles.iter().any(|n| haystack.contains(n))
-}
-
-fn count(haystack: &str, needles: &[&str]) -> usize {
-    needles.iter().filter(|n| haystack.contains(*n)).count()
-}
-
 /// Lowercased text facts used by the classifier.
 pub struct Phrases {
     pub ndr_body: usize,
     pub ndr_subject: bool,
     pub delay: bool,
+    /// A failure stated as final (not "if delivery fails permanently").
+    pub permanent: bool,
     pub delivered: bool,
     pub autoreply_subject: bool,
+    /// A subject that names an automatic reply on its own ("Automatic reply:").
+    pub autoreply_subject_strong: bool,
     pub autoreply_body: bool,
     /// How many challenge-response phrases occur.
     pub challenge: usize,
+    /// A request to confirm or verify before a held message is delivered.
+    pub challenge_strong: bool,
     pub virus: bool,
+}
+
+/// A subject that answers or forwards another message: its words are the
+/// original's, not this message's.
+fn is_reply_subject(subject: &str) -> bool {
+    const PREFIXES: &[&str] = &["re:", "aw:", "fw:", "fwd:", "wg:", "tr:", "rv:", "antw:"];
+    PREFIXES.iter().any(|p| subject.starts_with(p))
 }
 
 /// `subject` and `body` must already be lowercase.
 pub fn phrases(subject: &str, body: &str) -> Phrases {
-    let replying = subject.starts_with("re:") || subject.starts_with("aw:");
+    let replying = is_reply_subject(subject);
+    let challenge_strong = any(body, CHALLENGE_STRONG) || any(subject, CHALLENGE_STRONG);
     Phrases {
-        ndr_body: count(body, NDR_BODY),
-        ndr_subject: !replying && any(subject, NDR_SUBJECT),
+        ndr_body: count(body, NDR_BODY) + count(body, NDR_BODY_INTL),
+        ndr_subject: !replying && (any(subject, NDR_SUBJECT) || any(subject, NDR_SUBJECT_INTL)),
         delay: any(body, DELAY)
             || any(
                 subject,
-                &["delay", "warning: could not send", "still being retried"],
+                &[
+                    "delay",
+                    "warning: could not send",
+                    "still being retried",
+                    "verzögert",
+                    "retardé",
+                    "retrasad",
+                    "atrasad",
+                    "ritardat",
+                    "vertraagd",
+                    "opóźnion",
+                    "задерж",
+                    "遅延",
+                    "延迟",
+                    "延遲",
+                    "지연",
+                ],
             ),
+        permanent: any(body, PERMANENT) && !any(body, WARNING_ONLY),
         delivered: any(body, DELIVERED)
             || any(
                 subject,
@@ -316,10 +257,35 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
                 ],
             ),
         autoreply_subject: !replying && any(subject, AUTOREPLY_SUBJECT),
+        autoreply_subject_strong: !replying && any(subject, AUTOREPLY_SUBJECT_STRONG),
         autoreply_body: any(body, AUTOREPLY_BODY),
         challenge: count(subject, CHALLENGE) + count(body, CHALLENGE),
+        challenge_strong,
         virus: any(subject, VIRUS) || any(subject, &["virus"]) && any(body, VIRUS),
     }
+}
+
+/// Senders that write reports beyond the classic daemons: X.400 and other mail
+/// gateways, mail administrators, bounce handlers (by role, not by vendor).
+pub fn reporter_sender(addr: &str, name: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let name = name.to_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer" | "x400" | "mailadmin" | "mail-admin" | "smtp" | "mta" | "mailsystem" | "mail"
+    ) || local.starts_with("bounce")
+        || local.contains("x400")
+        || local.contains("gateway")
+        || [
+            "gateway",
+            "delivery",
+            "administrator",
+            "mail server",
+            "messaging",
+            "mailer",
+        ]
+        .iter()
+        .any(|w| name.contains(w))
 }
 
 static SMTP_AND_STATUS: LazyLock<Regex> = LazyLock::new(|| {
