@@ -378,8 +378,7 @@ fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
         .header_values("X-Failed-Recipients")
         .filter_map(|v| v.as_text())
         .flat_map(|v| v.split(','))
-        .map(|a| a.trim().trim_matches(['<', '>']).to_string())
-        .filter(|a| a.contains('@'))
+        .filter_map(text::normalise_address)
         .collect();
 }
 
@@ -594,11 +593,13 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                 && text.matches('\t').count() < text.lines().count()
                 && (p.ndr_body > 0 || text::smtp_code_in(&lower).is_some()))
             || (p.ndr_body >= 2 && parts.original.is_some())
-            // A report's shape: a failure subject or several failure phrases,
-            // with a status code or a returned message.
-            || ((p.ndr_subject || p.ndr_body >= 2)
+            // A report's shape without a daemon sender (gateways, old systems): a
+            // failure subject and text, a status code or a returned message, and
+            // an address the text says failed.
+            || (p.ndr_subject
                 && p.ndr_body >= 1
-                && (parts.original.is_some() || text::status_in(&lower).is_some()));
+                && (parts.original.is_some() || text::status_in(&lower).is_some())
+                && !text::recipients_in(&text, &[top.from_addr.clone()], 1).is_empty());
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;
@@ -678,7 +679,13 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
         if recipients.is_empty() {
             let found = if top.failed_recipients.is_empty() {
-                text::recipients_in(&text, &exclude, limits.max_recipients)
+                let f = text::recipients_in(&text, &exclude, limits.max_recipients);
+                if f.is_empty() {
+                    // "Undeliverable: mail to alice@example.com"
+                    text::recipients_in(&top.subject, &exclude, limits.max_recipients)
+                } else {
+                    f
+                }
             } else {
                 let mut f = top.failed_recipients.clone();
                 f.truncate(limits.max_recipients);

@@ -513,34 +513,232 @@ fn is_daemon_local(local: &str) -> bool {
     )
 }
 
+/// An address as gateways write it, made plain: X.400 `RFC-822=` values with
+/// RFC 2156 escapes (`(a)` for `@`), Exchange's `IMCEASMTP-` encapsulation
+/// (`+40` for `@`), `smtp=`/`SMTP:`/`rfc822;` prefixes, `<>`, quotes and
+/// comments. Returns `None` when no address is left.
+pub fn normalise_address(raw: &str) -> Option<String> {
+    let mut a = raw.trim();
+    // A comment: "user@dom (Full Name)".
+    if let Some(i) = a.find('(')
+        && a[..i].contains('@')
+    {
+        a = &a[..i];
+    }
+    let mut a = a
+        .trim()
+        .trim_matches(['<', '>', '"', '\'', ' ', ',', ';'])
+        .trim_end_matches('.');
+    // Prefixes: a type label before the address.
+    loop {
+        let lower = a.to_ascii_lowercase();
+        let Some(p) = [
+            "rfc-822=", "rfc822=", "rfc822;", "smtp=", "smtp:", "mailto:", "x400:",
+        ]
+        .iter()
+        .find(|p| lower.starts_with(*p)) else {
+            break;
+        };
+        a = a[p.len()..].trim_start_matches(['<', ' ']);
+    }
+    let mut out = a.trim_end_matches(['>', '/']).to_string();
+    let lower = out.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("imceasmtp-") {
+        // IMCEASMTP-user+40example+2Ecom@exchange.local: decode the local part.
+        let enc = rest.split('@').next().unwrap_or("");
+        let mut dec = String::with_capacity(enc.len());
+        let b = enc.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'+'
+                && i + 2 < b.len()
+                && let Ok(v) = u8::from_str_radix(&enc[i + 1..i + 3], 16)
+            {
+                dec.push(v as char);
+                i += 3;
+            } else {
+                dec.push(b[i] as char);
+                i += 1;
+            }
+        }
+        out = dec;
+    } else if !out.contains('@') && out.contains("(a)") {
+        // RFC 2156: (a) @, (p) %, (b) !, (q) ", (u) _, (l) (, (r) ).
+        out = out
+            .replace("(a)", "@")
+            .replace("(p)", "%")
+            .replace("(b)", "!")
+            .replace("(q)", "\"")
+            .replace("(u)", "_")
+            .replace("(l)", "(")
+            .replace("(r)", ")");
+    }
+    let (local, domain) = out.split_once('@')?;
+    (!local.is_empty() && domain.contains('.') && !domain.contains('@')).then_some(out)
+}
+
+/// The X.400 `RFC-822=` value on a line (`/RFC-822=user(a)example.com/`), decoded.
+fn x400_address(line: &str) -> Option<String> {
+    let lower = line.to_ascii_lowercase();
+    let i = lower.find("rfc-822=").or_else(|| lower.find("rfc822="))?;
+    let rest = &line[i..];
+    let end = rest[4..]
+        .find(['/', ';', ' ', '\t', '>', ','])
+        .map_or(rest.len(), |e| e + 4);
+    normalise_address(&rest[..end])
+}
+
+/// Header fields of a message (the returned original's, pasted into the report):
+/// addresses on them are not failed recipients.
+fn is_header_line(lower_line: &str) -> bool {
+    const FIELDS: &[&str] = &[
+        "from:",
+        "reply-to:",
+        "sender:",
+        "return-path:",
+        "received:",
+        "cc:",
+        "bcc:",
+        "message-id:",
+        "in-reply-to:",
+        "references:",
+        "dkim-signature:",
+        "list-",
+        "errors-to:",
+        "disposition-notification-to:",
+    ];
+    let l = lower_line.trim_start();
+    FIELDS.iter().any(|f| l.starts_with(f))
+}
+
+/// Words on a line that make the address on it, or on the next line, a failed
+/// recipient (any of the languages in `phrases`' failure lists).
+fn says_failure(lower_line: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "failed",
+        "failure",
+        "not delivered",
+        "undeliverable",
+        "could not",
+        "couldn't",
+        "cannot",
+        "unable to",
+        "rejected",
+        "unknown",
+        "recipient",
+        "not reach",
+        "not listed",
+        "does not exist",
+        "zugestellt",
+        "empfänger",
+        "destinataire",
+        "destinatario",
+        "destinatário",
+        "ontvanger",
+        "odbiorca",
+        "получател",
+        "адресат",
+        "宛先",
+        "收件人",
+        "수신자",
+        "alıcı",
+        "mottagare",
+        "příjemce",
+    ];
+    WORDS.iter().any(|w| lower_line.contains(w))
+}
+
 /// Failed recipients named in an NDR's text, most credible first: addresses on
-/// failure lines, else every address, minus `exclude` (the sender's own addresses)
-/// and the reporting system's daemons.
+/// failure lines (or just after one), else every address, minus `exclude` (the
+/// sender's own addresses), the reporting system's daemons, quoted lines (`>`)
+/// and the header fields of a pasted original. Addresses are normalised
+/// ([`normalise_address`]). One pass over the lines.
 pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> {
     let mut strong: Vec<String> = Vec::new();
     let mut weak: Vec<String> = Vec::new();
+    let mut quoted_list: Vec<String> = Vec::new();
+    let mut after_failure = false;
     for line in text.lines().take(2000) {
-        if line.to_ascii_lowercase().contains("message-id") {
+        let lower = line.to_lowercase();
+        let trimmed = line.trim_start();
+        // A quoted line ("> ..."), not an SMTP transcript (">>> RCPT TO:<...>").
+        let quoted = trimmed.starts_with('>') && !trimmed.starts_with(">>>");
+        if lower.contains("message-id") || is_header_line(&lower) {
+            after_failure = false;
             continue;
         }
-        let is_strong = STRONG_LINE.is_match(line);
-        for m in ADDRESS.find_iter(line) {
-            let a = m.as_str().trim_end_matches('.');
-            // Skip message ids and URLs: <...@...> right after "<" with no "mailto".
-            let local = a.split('@').next().unwrap_or("");
-            if is_daemon_local(local)
-                || exclude.iter().any(|e| e.eq_ignore_ascii_case(a))
-                || line[..m.start()].ends_with("//")
-            {
-                continue;
+        if quoted {
+            // Kept apart: used only when the report itself names nobody (a
+            // whole report forwarded as a quote).
+            for m in ADDRESS.find_iter(line) {
+                if let Some(a) = normalise_address(m.as_str())
+                    && !is_daemon_local(a.split('@').next().unwrap_or(""))
+                    && !exclude.iter().any(|e| e.eq_ignore_ascii_case(&a))
+                    && !quoted_list
+                        .iter()
+                        .any(|x: &String| x.eq_ignore_ascii_case(&a))
+                {
+                    quoted_list.push(a);
+                }
             }
-            let list = if is_strong { &mut strong } else { &mut weak };
-            if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
-                list.push(a.to_string());
+            continue;
+        }
+        let is_strong = after_failure || STRONG_LINE.is_match(line);
+        let mut push = |a: String, strong_here: bool| {
+            let local = a.split('@').next().unwrap_or("");
+            if is_daemon_local(local) || exclude.iter().any(|e| e.eq_ignore_ascii_case(&a)) {
+                return;
+            }
+            let list = if strong_here { &mut strong } else { &mut weak };
+            if !list.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                list.push(a);
+            }
+        };
+        if let Some(a) = x400_address(line) {
+            push(a, true);
+        } else {
+            for m in ADDRESS.find_iter(line) {
+                // Skip URLs (user@host right after "//") and the address an alias
+                // was expanded from (Exim's "(generated from alias@dom)").
+                let before = &line[..m.start()];
+                if before.ends_with("//")
+                    || before
+                        .trim_end()
+                        .to_ascii_lowercase()
+                        .ends_with("generated from")
+                {
+                    continue;
+                }
+                // IMCEA forms: the address runs on from the matched prefix.
+                let start = line[..m.start()]
+                    .rfind(|c: char| c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '['))
+                    .map_or(0, |i| i + 1);
+                let raw = if line[start..m.start()]
+                    .to_ascii_lowercase()
+                    .ends_with("imceasmtp-")
+                {
+                    &line[start..m.end()]
+                } else {
+                    m.as_str()
+                };
+                if let Some(a) = normalise_address(raw) {
+                    push(a, is_strong);
+                }
             }
         }
+        // A failure phrase introducing a list ("was not delivered to:") makes the
+        // addresses after it strong, up to the next line of other text.
+        if !line.trim().is_empty() && !ADDRESS.is_match(line) {
+            after_failure = line.trim_end().ends_with(':') && says_failure(&lower);
+        }
     }
-    let mut out = if strong.is_empty() { weak } else { strong };
+    let mut out = if !strong.is_empty() {
+        strong
+    } else if !weak.is_empty() {
+        weak
+    } else {
+        quoted_list
+    };
     out.truncate(max);
     out
 }
