@@ -543,6 +543,10 @@ pub fn normalise_address(raw: &str) -> Option<String> {
     }
     let mut out = a.trim_end_matches(['>', '/']).to_string();
     let lower = out.to_ascii_lowercase();
+    if lower.starts_with("imceaex-") {
+        // An Exchange-internal X.500 name, never a deliverable address.
+        return None;
+    }
     if let Some(rest) = lower.strip_prefix("imceasmtp-") {
         // IMCEASMTP-user+40example+2Ecom@exchange.local: decode the local part.
         let enc = rest.split('@').next().unwrap_or("");
@@ -709,14 +713,11 @@ pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> 
                 {
                     continue;
                 }
-                // IMCEA forms: the address runs on from the matched prefix.
+                // IMCEA forms (Exchange encapsulation): the whole token counts.
                 let start = line[..m.start()]
                     .rfind(|c: char| c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '['))
                     .map_or(0, |i| i + 1);
-                let raw = if line[start..m.start()]
-                    .to_ascii_lowercase()
-                    .ends_with("imceasmtp-")
-                {
+                let raw = if line[start..].to_ascii_lowercase().starts_with("imcea") {
                     &line[start..m.end()]
                 } else {
                     m.as_str()
