@@ -597,9 +597,12 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
             // failure subject and text, a status code or a returned message, and
             // an address the text says failed.
             || (p.ndr_subject
-                && p.ndr_body >= 1
-                && (parts.original.is_some() || text::status_in(&lower).is_some())
-                && !text::recipients_in(&text, &[top.from_addr.clone()], 1).is_empty());
+                && (p.ndr_body >= 2
+                    || p.ndr_body >= 1
+                        && (parts.original.is_some() || text::status_in(&lower).is_some()))
+                && text::names_failed_address(&text, std::slice::from_ref(&top.from_addr)))
+            // A delay warning from a daemon or the null sender.
+            || ((daemon || top.null_sender) && p.delay);
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;

@@ -658,6 +658,28 @@ fn says_failure(lower_line: &str) -> bool {
 /// and the header fields of a pasted original. Addresses are normalised
 /// ([`normalise_address`]). One pass over the lines.
 pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> {
+    let (strong, weak, quoted) = candidates(text, exclude);
+    let mut out = if !strong.is_empty() {
+        strong
+    } else if !weak.is_empty() {
+        weak
+    } else {
+        quoted
+    };
+    out.truncate(max);
+    out
+}
+
+/// Whether the report's own text names an address on a failure line (not in a
+/// quote, not in pasted headers): part of a report's shape.
+pub fn names_failed_address(text: &str, exclude: &[String]) -> bool {
+    !candidates(text, exclude).0.is_empty()
+}
+
+/// Addresses on failure lines, other addresses, addresses in quoted lines.
+type Candidates = (Vec<String>, Vec<String>, Vec<String>);
+
+fn candidates(text: &str, exclude: &[String]) -> Candidates {
     let mut strong: Vec<String> = Vec::new();
     let mut weak: Vec<String> = Vec::new();
     let mut quoted_list: Vec<String> = Vec::new();
@@ -733,15 +755,7 @@ pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> 
             after_failure = line.trim_end().ends_with(':') && says_failure(&lower);
         }
     }
-    let mut out = if !strong.is_empty() {
-        strong
-    } else if !weak.is_empty() {
-        weak
-    } else {
-        quoted_list
-    };
-    out.truncate(max);
-    out
+    (strong, weak, quoted_list)
 }
 
 /// The diagnostic text for `addr`: its line and the indented lines that follow.
