@@ -676,6 +676,18 @@ pub fn names_failed_address(text: &str, exclude: &[String]) -> bool {
     !candidates(text, exclude).0.is_empty()
 }
 
+/// At most this many addresses of each sort are collected.
+const MAX_CANDIDATES: usize = 256;
+
+/// The last `max` bytes of `s` (or fewer, to keep a char boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut i = s.len().saturating_sub(max);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
 /// Addresses on failure lines, other addresses, addresses in quoted lines.
 type Candidates = (Vec<String>, Vec<String>, Vec<String>);
 
@@ -700,6 +712,7 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
                 if let Some(a) = normalise_address(m.as_str())
                     && !is_daemon_local(a.split('@').next().unwrap_or(""))
                     && !exclude.iter().any(|e| e.eq_ignore_ascii_case(&a))
+                    && quoted_list.len() < MAX_CANDIDATES
                     && !quoted_list
                         .iter()
                         .any(|x: &String| x.eq_ignore_ascii_case(&a))
@@ -716,7 +729,8 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
                 return;
             }
             let list = if strong_here { &mut strong } else { &mut weak };
-            if !list.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+            // Capped: the duplicate check stays cheap on hostile input.
+            if list.len() < MAX_CANDIDATES && !list.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
                 list.push(a);
             }
         };
@@ -726,7 +740,8 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
             for m in ADDRESS.find_iter(line) {
                 // Skip URLs (user@host right after "//") and the address an alias
                 // was expanded from (Exim's "(generated from alias@dom)").
-                let before = &line[..m.start()];
+                // Only a bounded stretch before the match is looked at: linear.
+                let before = tail(&line[..m.start()], 64);
                 if before.ends_with("//")
                     || before
                         .trim_end()
@@ -736,10 +751,17 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
                     continue;
                 }
                 // IMCEA forms (Exchange encapsulation): the whole token counts.
-                let start = line[..m.start()]
-                    .rfind(|c: char| c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '['))
-                    .map_or(0, |i| i + 1);
-                let raw = if line[start..].to_ascii_lowercase().starts_with("imcea") {
+                let window = tail(&line[..m.start()], 256);
+                let start = m.start() - window.len()
+                    + window
+                        .rfind(|c: char| {
+                            c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '[')
+                        })
+                        .map_or(0, |i| i + 1);
+                let raw = if line[start..]
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("imcea"))
+                {
                     &line[start..m.end()]
                 } else {
                     m.as_str()
@@ -887,6 +909,34 @@ mod tests {
             Some(Status::new(4, 2, 2))
         );
         assert_eq!(infer_status("nothing to see", false), None);
+    }
+
+    #[test]
+    fn recipient_forms_are_normalised() {
+        for (raw, want) in [
+            ("<smtp=a@b.example>", Some("a@b.example")),
+            ("SMTP:a@b.example", Some("a@b.example")),
+            (
+                "RFC-822=jean(u)paul(a)b.example",
+                Some("jean_paul@b.example"),
+            ),
+            ("rfc822;a@b.example", Some("a@b.example")),
+            ("IMCEASMTP-c+40p+2Eexample@corp.local", Some("c@p.example")),
+            ("IMCEAEX-_O=CORP_cn=Recipients_cn=bob@corp.local", None),
+            ("a@b.example (Alice)", Some("a@b.example")),
+            ("nodomain", None),
+        ] {
+            assert_eq!(normalise_address(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_line_of_addresses_stays_bounded() {
+        let line = "x@y.example,".repeat(5000);
+        let text = format!("could not be delivered to:\n{line}\n");
+        assert_eq!(recipients_in(&text, &[], 50), vec!["x@y.example"]);
+        let many: String = (0..3000).map(|i| format!("u{i}@d.example ")).collect();
+        assert_eq!(recipients_in(&many, &[], 1000).len(), MAX_CANDIDATES);
     }
 
     #[test]
