@@ -468,3 +468,15 @@ fn failed_recipients_from_the_right_place_in_the_right_form() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+#[test]
+fn a_vacation_reply_from_the_null_sender_that_mentions_delays_stays_an_auto_reply() {
+    let raw = message(
+        "Bob <bob@corp.example>",
+        "Abwesenheitsnotiz: Besprechung",
+        "Return-Path: <>\nAuto-Submitted: auto-replied\n",
+        "Ich bin bis 20.11. nicht im Büro. Es kann zu verzögerten Antworten kommen; \
+         ich werde es später erneut versuchen.\n",
+    );
+    assert_eq!(kind_of(&raw), Kind::Autoreply);
+}

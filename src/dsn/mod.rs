@@ -602,7 +602,10 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                         && (parts.original.is_some() || text::status_in(&lower).is_some()))
                 && text::names_failed_address(&text, std::slice::from_ref(&top.from_addr)))
             // A delay warning from a daemon or the null sender.
-            || ((daemon || top.null_sender) && p.delay);
+            || ((daemon || top.null_sender)
+                && p.delay
+                && !top.autoreply_header
+                && !p.autoreply_subject);
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;

@@ -462,7 +462,6 @@ pub const DELAY: &[&str] = &[
     "wird weiterhin versucht",
     "wird erneut versucht",
     "zustellung verzögert",
-    "verzögert",
     // fr
     "pas encore été remis",
     "pas encore été distribué",
@@ -488,23 +487,22 @@ pub const DELAY: &[&str] = &[
     "bezorging vertraagd",
     // pl
     "nie został jeszcze dostarczony",
-    "opóźnienie",
     // ru
     "ещё не доставлено",
     "еще не доставлено",
     "доставка задерживается",
     // ja, zh, ko
     "配信が遅延",
-    "遅延",
-    "延迟",
-    "延遲",
-    "지연",
+    "投递延迟",
+    "傳遞延遲",
+    "전송 지연",
+    "leverans försenad",
+    "doručení zpožděno",
+    "opóźnienie dostarczenia",
     // tr, sv, cs
     "henüz teslim edilmedi",
     "har ännu inte levererats",
-    "försenad",
     "dosud nebyla doručena",
-    "zpožděn",
 ];
 
 /// A failure stated as final: with one of these, delay phrases do not make a
