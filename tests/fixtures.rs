@@ -272,3 +272,26 @@ mod mutated {
         }
     }
 }
+
+/// Real reports from the MTAs running here (Postfix, Exim): every failure they
+/// were made to produce, with RET=FULL and RET=HDRS, plus delays and success DSNs.
+#[test]
+fn mta_fixtures() {
+    let base = Path::new(FIXTURES).join("mta");
+    let n = check(
+        &std::fs::read_to_string(base.join("expected.tsv")).unwrap(),
+        &base,
+    );
+    assert!(n >= 38, "only {n} MTA fixtures");
+}
+
+/// Formats vendors document, rewritten with example names (documented/README.md).
+#[test]
+fn documented_fixtures() {
+    let base = Path::new(FIXTURES).join("documented");
+    let n = check(
+        &std::fs::read_to_string(base.join("expected.tsv")).unwrap(),
+        &base,
+    );
+    assert_eq!(n, 7);
+}

@@ -6,6 +6,7 @@
 //! returns. Every walk is bounded by [`Limits`].
 
 pub mod original;
+pub mod phrases;
 pub mod report;
 pub mod status;
 pub mod text;
@@ -379,8 +380,7 @@ fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
         .header_values("X-Failed-Recipients")
         .filter_map(|v| v.as_text())
         .flat_map(|v| v.split(','))
-        .map(|a| a.trim().trim_matches(['<', '>']).to_string())
-        .filter(|a| a.contains('@'))
+        .filter_map(text::normalise_address)
         .collect();
 }
 
@@ -518,7 +518,8 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
     }
     let p = text::phrases(&top.subject, &lower);
-    let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
+    let daemon = is_daemon_sender(&top.from_addr, &top.from_name)
+        || text::reporter_sender(&top.from_addr, &top.from_name);
 
     // 1. Structured reports.
     let report = parts
@@ -593,11 +594,27 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
             || (top.headerless
                 && text.matches('\t').count() < text.lines().count()
                 && (p.ndr_body > 0 || text::smtp_code_in(&lower).is_some()))
-            || (p.ndr_body >= 2 && parts.original.is_some());
+            || (p.ndr_body >= 2 && parts.original.is_some())
+            // A report's shape without a daemon sender (gateways, old systems): a
+            // failure subject and text, a status code or a returned message, and
+            // an address the text says failed.
+            || (p.ndr_subject
+                && (p.ndr_body >= 2
+                    || p.ndr_body >= 1
+                        && (parts.original.is_some() || text::status_in(&lower).is_some()))
+                && text::names_failed_address(&text, std::slice::from_ref(&top.from_addr)))
+            // A delay warning from a daemon or the null sender.
+            || ((daemon || top.null_sender)
+                && p.delay
+                && !top.autoreply_header
+                && !p.autoreply_subject);
         if p.virus && (daemon || top.null_sender || p.ndr_subject) {
             evidence.push("virus");
             kind = Kind::VirusNotice;
         } else if top.challenge_header
+            // A request to confirm before a held message is delivered, with no
+            // status code: a challenge even from a daemon, not a delay.
+            || p.challenge_strong && text::status_in(&lower).is_none()
             || !bounce_like
                 && (p.challenge >= 2
                     || p.challenge >= 1
@@ -619,7 +636,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
                 evidence.push("ndr-text");
             }
             let permanent_code = text::status_in(&lower).is_some_and(|s| s.is_permanent())
-                || lower.contains("permanent")
+                || p.permanent
                 || text::smtp_code_in(&lower).is_some_and(|c| c >= 500);
             kind = if p.delivered && !permanent_code && p.ndr_body <= 2 {
                 Kind::Delivery
@@ -643,21 +660,7 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         {
             evidence.push("autoreply");
             kind = Kind::Autoreply;
-        } else if p.autoreply_subject
-            && [
-                "automatic reply",
-                "auto reply",
-                "autoreply",
-                "auto-reply",
-                "out of office",
-                "autorespons",
-                "automatiska atbilde",
-                "atvaļinājums",
-                "away until",
-            ]
-            .iter()
-            .any(|s| top.subject.contains(s))
-        {
+        } else if p.autoreply_subject_strong {
             evidence.push("autoreply-subject");
             kind = Kind::Autoreply;
         }
@@ -684,7 +687,13 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
         if recipients.is_empty() {
             let found = if top.failed_recipients.is_empty() {
-                text::recipients_in(&text, &exclude, limits.max_recipients)
+                let f = text::recipients_in(&text, &exclude, limits.max_recipients);
+                if f.is_empty() {
+                    // "Undeliverable: mail to alice@example.com"
+                    text::recipients_in(&top.subject, &exclude, limits.max_recipients)
+                } else {
+                    f
+                }
             } else {
                 let mut f = top.failed_recipients.clone();
                 f.truncate(limits.max_recipients);

@@ -1,6 +1,10 @@
 //! What non-standard NDRs say in prose: phrases that mark a bounce, a delay, an
 //! auto-reply or a challenge; status codes, recipients and diagnostics in the text.
 
+use super::phrases::{
+    AUTOREPLY_BODY, AUTOREPLY_SUBJECT, AUTOREPLY_SUBJECT_STRONG, CHALLENGE, CHALLENGE_STRONG,
+    DELAY, NDR_BODY_INTL, NDR_SUBJECT_INTL, PERMANENT, WARNING_ONLY, any, count,
+};
 use super::status::Status;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -30,7 +34,6 @@ const NDR_BODY: &[&str] = &[
     "did not reach the following recipient",
     "had delivery errors",
     "you are not a member of this mailing list",
-    "以下のメールアドレスへの送信に失敗しました",
     "the following recipient(s) could not be reached",
     "could not be delivered to the following",
     "your message did not reach some or all of the intended recipients",
@@ -79,44 +82,43 @@ const NDR_BODY: &[&str] = &[
     "has not been delivered",
     "was undeliverable",
     "bounce",
-    "konnte nicht zugestellt werden",
-    "nicht zugestellt",
-    "unzustellbar",
-    "n'a pas pu être remis",
-    "non remis",
-    "no se pudo entregar",
-    "non è stato possibile recapitare",
-    "non recapitabile",
-    "не удалось доставить",
-    "не может быть доставлено",
-    "недоставлен",
-    "配信できません",
-    "送信できませんでした",
-];
-
-/// Phrases of a delay ("still trying") notice.
-const DELAY: &[&str] = &[
-    "has not yet been delivered",
-    "not yet been delivered",
-    "still trying",
-    "will continue trying",
-    "will keep trying",
-    "will continue to try",
-    "will retry",
-    "will be retried",
-    "could not send message for past",
-    "could not send mail for past",
-    "delivery has been delayed",
-    "delivery is delayed",
-    "message delayed",
-    "delayed mail",
-    "delivery delayed",
-    "this is a warning message only",
-    "you do not need to resend your message",
-    "delivery attempts will continue",
-    "(delay)",
-    "temporarily deferred",
-    "delivery temporarily suspended",
+    // Older and less common systems, by the shape of what they write: X.400
+    // gateways (RFC 2156 non-delivery reports), Sun/Oracle Messaging Server,
+    // Lotus Domino, Exchange 5.5/2000/2003, list servers.
+    "non-delivery report",
+    "non delivery report",
+    "nondelivery report",
+    "delivery failure report",
+    "your message cannot be delivered",
+    "cannot be delivered to",
+    "can't be delivered",
+    "could not deliver",
+    "cannot deliver",
+    "can't deliver",
+    "couldn't deliver",
+    "failed to be delivered",
+    "message not delivered",
+    "not delivered to",
+    "was not delivered",
+    "could not be distributed",
+    "was not distributed",
+    "could not be forwarded",
+    "could not be sent",
+    "delivery has failed",
+    "delivery to the following",
+    "this report relates to a message you sent",
+    "recipient's o/r name",
+    "o/r address",
+    "reason code",
+    "not listed in domino directory",
+    "not listed in public name",
+    "the recipient's destination email system is unknown",
+    "recipient address rejected",
+    "error delivering",
+    "returned to sender",
+    "mailbox is unavailable",
+    "no longer valid",
+    "no longer exists",
 ];
 
 /// Phrases of a delivery (success) notice.
@@ -161,104 +163,20 @@ const NDR_SUBJECT: &[&str] = &[
     "could not send mail",
     "mail failure",
     "mail failed",
-    "unzustellbar",
-    "nicht zugestellt",
-    "non remis",
-    "non recapitabile",
-    "no entregado",
     "blocked by our",
     "unsolicited bulk email",
     "loop alert",
     "are not member",
     "delivery problem",
-    "недоставленное",
-    "не доставлено",
-    "ваше сообщение не",
-];
-
-const AUTOREPLY_SUBJECT: &[&str] = &[
-    "automatic reply",
-    "auto reply",
-    "auto-reply",
-    "autoreply",
-    "auto response",
-    "autorespons",
-    "auto-response",
-    "out of office",
-    "out of the office",
-    "abwesenheitsnotiz",
-    "automatische antwort",
-    "réponse automatique",
-    "reponse automatique",
-    "risposta automatica",
-    "respuesta automática",
-    "respuesta automatica",
-    "automatiska atbilde",
-    "atvaļinājums",
-    "atvalinajums",
-    "vacation",
-    "on holiday",
-    "away until",
-    "away from",
-    "absence",
-    "abwesend",
-    "urlaub",
-    "自動応答",
-    "不在",
-];
-
-const AUTOREPLY_BODY: &[&str] = &[
-    "out of office",
-    "out of the office",
-    "on vacation",
-    "on holiday",
-    "on leave",
-    "away from the office",
-    "away from my desk",
-    "currently away",
-    "i am away",
-    "i'm away",
-    "will be back",
-    "i will return",
-    "limited access to e-mail",
-    "limited access to email",
-    "thank you for your email",
-    "thank you for your message",
-    "thanks for your message",
-    "this is an automatic reply",
-    "this is an automated reply",
-    "this is an auto-reply",
-    "i am currently out",
-    "ich bin",
-    "abwesend",
-];
-
-const CHALLENGE: &[&str] = &[
-    "boxbe",
-    "bluebottle",
-    "tmda",
-    "spam arrest",
-    "spamarrest",
-    "mailblocks",
-    "sender verification",
-    "verify that you are a real person",
-    "verify you are a human",
-    "prove that you are a human",
-    "confirm that you are a real person",
-    "i use a challenge",
-    "challenge-response",
-    "challenge/response",
-    "please confirm your message",
-    "please confirm your e-mail",
-    "please confirm that you sent",
-    "to have your message delivered",
-    "your message is being held",
-    "awaiting your confirmation",
-    "added to my approved senders",
-    "approved senders list",
-    "click the link below to confirm",
-    "confirm your message",
-    "verify your email address to deliver",
+    "non-delivered",
+    "not deliverable",
+    "delivery error",
+    "delivery notice",
+    "delivery notification",
+    "returned message",
+    "message returned",
+    "rejected message",
+    "message rejected",
 ];
 
 const VIRUS: &[&str] = &[
@@ -273,38 +191,61 @@ const VIRUS: &[&str] = &[
     "virus infected",
 ];
 
-fn any(haystack: &str, needles: &[&str]) -> bool {
-    needles.iter().any(|n| haystack.contains(n))
-}
-
-fn count(haystack: &str, needles: &[&str]) -> usize {
-    needles.iter().filter(|n| haystack.contains(*n)).count()
-}
-
 /// Lowercased text facts used by the classifier.
 pub struct Phrases {
     pub ndr_body: usize,
     pub ndr_subject: bool,
     pub delay: bool,
+    /// A failure stated as final (not "if delivery fails permanently").
+    pub permanent: bool,
     pub delivered: bool,
     pub autoreply_subject: bool,
+    /// A subject that names an automatic reply on its own ("Automatic reply:").
+    pub autoreply_subject_strong: bool,
     pub autoreply_body: bool,
     /// How many challenge-response phrases occur.
     pub challenge: usize,
+    /// A request to confirm or verify before a held message is delivered.
+    pub challenge_strong: bool,
     pub virus: bool,
+}
+
+/// A subject that answers or forwards another message: its words are the
+/// original's, not this message's.
+fn is_reply_subject(subject: &str) -> bool {
+    const PREFIXES: &[&str] = &["re:", "aw:", "fw:", "fwd:", "wg:", "tr:", "rv:", "antw:"];
+    PREFIXES.iter().any(|p| subject.starts_with(p))
 }
 
 /// `subject` and `body` must already be lowercase.
 pub fn phrases(subject: &str, body: &str) -> Phrases {
-    let replying = subject.starts_with("re:") || subject.starts_with("aw:");
+    let replying = is_reply_subject(subject);
+    let challenge_strong = any(body, CHALLENGE_STRONG) || any(subject, CHALLENGE_STRONG);
     Phrases {
-        ndr_body: count(body, NDR_BODY),
-        ndr_subject: !replying && any(subject, NDR_SUBJECT),
+        ndr_body: count(body, NDR_BODY) + count(body, NDR_BODY_INTL),
+        ndr_subject: !replying && (any(subject, NDR_SUBJECT) || any(subject, NDR_SUBJECT_INTL)),
         delay: any(body, DELAY)
             || any(
                 subject,
-                &["delay", "warning: could not send", "still being retried"],
+                &[
+                    "delay",
+                    "warning: could not send",
+                    "still being retried",
+                    "verzögert",
+                    "retardé",
+                    "retrasad",
+                    "atrasad",
+                    "ritardat",
+                    "vertraagd",
+                    "opóźnion",
+                    "задерж",
+                    "遅延",
+                    "延迟",
+                    "延遲",
+                    "지연",
+                ],
             ),
+        permanent: any(body, PERMANENT) && !any(body, WARNING_ONLY),
         delivered: any(body, DELIVERED)
             || any(
                 subject,
@@ -316,10 +257,35 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
                 ],
             ),
         autoreply_subject: !replying && any(subject, AUTOREPLY_SUBJECT),
+        autoreply_subject_strong: !replying && any(subject, AUTOREPLY_SUBJECT_STRONG),
         autoreply_body: any(body, AUTOREPLY_BODY),
         challenge: count(subject, CHALLENGE) + count(body, CHALLENGE),
+        challenge_strong,
         virus: any(subject, VIRUS) || any(subject, &["virus"]) && any(body, VIRUS),
     }
+}
+
+/// Senders that write reports beyond the classic daemons: X.400 and other mail
+/// gateways, mail administrators, bounce handlers (by role, not by vendor).
+pub fn reporter_sender(addr: &str, name: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let name = name.to_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer" | "x400" | "mailadmin" | "mail-admin" | "smtp" | "mta" | "mailsystem" | "mail"
+    ) || local.starts_with("bounce")
+        || local.contains("x400")
+        || local.contains("gateway")
+        || [
+            "gateway",
+            "delivery",
+            "administrator",
+            "mail server",
+            "messaging",
+            "mailer",
+        ]
+        .iter()
+        .any(|w| name.contains(w))
 }
 
 static SMTP_AND_STATUS: LazyLock<Regex> = LazyLock::new(|| {
@@ -547,36 +513,271 @@ fn is_daemon_local(local: &str) -> bool {
     )
 }
 
-/// Failed recipients named in an NDR's text, most credible first: addresses on
-/// failure lines, else every address, minus `exclude` (the sender's own addresses)
-/// and the reporting system's daemons.
-pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> {
-    let mut strong: Vec<String> = Vec::new();
-    let mut weak: Vec<String> = Vec::new();
-    for line in text.lines().take(2000) {
-        if line.to_ascii_lowercase().contains("message-id") {
-            continue;
-        }
-        let is_strong = STRONG_LINE.is_match(line);
-        for m in ADDRESS.find_iter(line) {
-            let a = m.as_str().trim_end_matches('.');
-            // Skip message ids and URLs: <...@...> right after "<" with no "mailto".
-            let local = a.split('@').next().unwrap_or("");
-            if is_daemon_local(local)
-                || exclude.iter().any(|e| e.eq_ignore_ascii_case(a))
-                || line[..m.start()].ends_with("//")
-            {
-                continue;
-            }
-            let list = if is_strong { &mut strong } else { &mut weak };
-            if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
-                list.push(a.to_string());
-            }
-        }
+/// An address as gateways write it, made plain: X.400 `RFC-822=` values with
+/// RFC 2156 escapes (`(a)` for `@`), Exchange's `IMCEASMTP-` encapsulation
+/// (`+40` for `@`), `smtp=`/`SMTP:`/`rfc822;` prefixes, `<>`, quotes and
+/// comments. Returns `None` when no address is left.
+pub fn normalise_address(raw: &str) -> Option<String> {
+    let mut a = raw.trim();
+    // A comment: "user@dom (Full Name)".
+    if let Some(i) = a.find('(')
+        && a[..i].contains('@')
+    {
+        a = &a[..i];
     }
-    let mut out = if strong.is_empty() { weak } else { strong };
+    let mut a = a
+        .trim()
+        .trim_matches(['<', '>', '"', '\'', ' ', ',', ';'])
+        .trim_end_matches('.');
+    // Prefixes: a type label before the address.
+    loop {
+        let lower = a.to_ascii_lowercase();
+        let Some(p) = [
+            "rfc-822=", "rfc822=", "rfc822;", "smtp=", "smtp:", "mailto:", "x400:",
+        ]
+        .iter()
+        .find(|p| lower.starts_with(*p)) else {
+            break;
+        };
+        a = a[p.len()..].trim_start_matches(['<', ' ']);
+    }
+    let mut out = a.trim_end_matches(['>', '/']).to_string();
+    let lower = out.to_ascii_lowercase();
+    if lower.starts_with("imceaex-") {
+        // An Exchange-internal X.500 name, never a deliverable address.
+        return None;
+    }
+    if let Some(rest) = lower.strip_prefix("imceasmtp-") {
+        // IMCEASMTP-user+40example+2Ecom@exchange.local: decode the local part.
+        let enc = rest.split('@').next().unwrap_or("");
+        let mut dec = String::with_capacity(enc.len());
+        let b = enc.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'+'
+                && i + 2 < b.len()
+                && let Ok(v) = u8::from_str_radix(&enc[i + 1..i + 3], 16)
+            {
+                dec.push(v as char);
+                i += 3;
+            } else {
+                dec.push(b[i] as char);
+                i += 1;
+            }
+        }
+        out = dec;
+    } else if !out.contains('@') && out.contains("(a)") {
+        // RFC 2156: (a) @, (p) %, (b) !, (q) ", (u) _, (l) (, (r) ).
+        out = out
+            .replace("(a)", "@")
+            .replace("(p)", "%")
+            .replace("(b)", "!")
+            .replace("(q)", "\"")
+            .replace("(u)", "_")
+            .replace("(l)", "(")
+            .replace("(r)", ")");
+    }
+    let (local, domain) = out.split_once('@')?;
+    (!local.is_empty() && domain.contains('.') && !domain.contains('@')).then_some(out)
+}
+
+/// The X.400 `RFC-822=` value on a line (`/RFC-822=user(a)example.com/`), decoded.
+fn x400_address(line: &str) -> Option<String> {
+    let lower = line.to_ascii_lowercase();
+    let i = lower.find("rfc-822=").or_else(|| lower.find("rfc822="))?;
+    let rest = &line[i..];
+    let end = rest[4..]
+        .find(['/', ';', ' ', '\t', '>', ','])
+        .map_or(rest.len(), |e| e + 4);
+    normalise_address(&rest[..end])
+}
+
+/// Header fields of a message (the returned original's, pasted into the report):
+/// addresses on them are not failed recipients.
+fn is_header_line(lower_line: &str) -> bool {
+    const FIELDS: &[&str] = &[
+        "from:",
+        "reply-to:",
+        "sender:",
+        "return-path:",
+        "received:",
+        "cc:",
+        "bcc:",
+        "message-id:",
+        "in-reply-to:",
+        "references:",
+        "dkim-signature:",
+        "list-",
+        "errors-to:",
+        "disposition-notification-to:",
+    ];
+    let l = lower_line.trim_start();
+    FIELDS.iter().any(|f| l.starts_with(f))
+}
+
+/// Words on a line that make the address on it, or on the next line, a failed
+/// recipient (any of the languages in `phrases`' failure lists).
+fn says_failure(lower_line: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "failed",
+        "failure",
+        "not delivered",
+        "undeliverable",
+        "could not",
+        "couldn't",
+        "cannot",
+        "unable to",
+        "rejected",
+        "unknown",
+        "recipient",
+        "not reach",
+        "not listed",
+        "does not exist",
+        "zugestellt",
+        "empfänger",
+        "destinataire",
+        "destinatario",
+        "destinatário",
+        "ontvanger",
+        "odbiorca",
+        "получател",
+        "адресат",
+        "宛先",
+        "收件人",
+        "수신자",
+        "alıcı",
+        "mottagare",
+        "příjemce",
+    ];
+    WORDS.iter().any(|w| lower_line.contains(w))
+}
+
+/// Failed recipients named in an NDR's text, most credible first: addresses on
+/// failure lines (or just after one), else every address, minus `exclude` (the
+/// sender's own addresses), the reporting system's daemons, quoted lines (`>`)
+/// and the header fields of a pasted original. Addresses are normalised
+/// ([`normalise_address`]). One pass over the lines.
+pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> {
+    let (strong, weak, quoted) = candidates(text, exclude);
+    let mut out = if !strong.is_empty() {
+        strong
+    } else if !weak.is_empty() {
+        weak
+    } else {
+        quoted
+    };
     out.truncate(max);
     out
+}
+
+/// Whether the report's own text names an address on a failure line (not in a
+/// quote, not in pasted headers): part of a report's shape.
+pub fn names_failed_address(text: &str, exclude: &[String]) -> bool {
+    !candidates(text, exclude).0.is_empty()
+}
+
+/// At most this many addresses of each sort are collected.
+const MAX_CANDIDATES: usize = 256;
+
+/// The last `max` bytes of `s` (or fewer, to keep a char boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut i = s.len().saturating_sub(max);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// Addresses on failure lines, other addresses, addresses in quoted lines.
+type Candidates = (Vec<String>, Vec<String>, Vec<String>);
+
+fn candidates(text: &str, exclude: &[String]) -> Candidates {
+    let mut strong: Vec<String> = Vec::new();
+    let mut weak: Vec<String> = Vec::new();
+    let mut quoted_list: Vec<String> = Vec::new();
+    let mut after_failure = false;
+    for line in text.lines().take(2000) {
+        let lower = line.to_lowercase();
+        let trimmed = line.trim_start();
+        // A quoted line ("> ..."), not an SMTP transcript (">>> RCPT TO:<...>").
+        let quoted = trimmed.starts_with('>') && !trimmed.starts_with(">>>");
+        if lower.contains("message-id") || is_header_line(&lower) {
+            after_failure = false;
+            continue;
+        }
+        if quoted {
+            // Kept apart: used only when the report itself names nobody (a
+            // whole report forwarded as a quote).
+            for m in ADDRESS.find_iter(line) {
+                if let Some(a) = normalise_address(m.as_str())
+                    && !is_daemon_local(a.split('@').next().unwrap_or(""))
+                    && !exclude.iter().any(|e| e.eq_ignore_ascii_case(&a))
+                    && quoted_list.len() < MAX_CANDIDATES
+                    && !quoted_list
+                        .iter()
+                        .any(|x: &String| x.eq_ignore_ascii_case(&a))
+                {
+                    quoted_list.push(a);
+                }
+            }
+            continue;
+        }
+        let is_strong = after_failure || STRONG_LINE.is_match(line);
+        let mut push = |a: String, strong_here: bool| {
+            let local = a.split('@').next().unwrap_or("");
+            if is_daemon_local(local) || exclude.iter().any(|e| e.eq_ignore_ascii_case(&a)) {
+                return;
+            }
+            let list = if strong_here { &mut strong } else { &mut weak };
+            // Capped: the duplicate check stays cheap on hostile input.
+            if list.len() < MAX_CANDIDATES && !list.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                list.push(a);
+            }
+        };
+        if let Some(a) = x400_address(line) {
+            push(a, true);
+        } else {
+            for m in ADDRESS.find_iter(line) {
+                // Skip URLs (user@host right after "//") and the address an alias
+                // was expanded from (Exim's "(generated from alias@dom)").
+                // Only a bounded stretch before the match is looked at: linear.
+                let before = tail(&line[..m.start()], 64);
+                if before.ends_with("//")
+                    || before
+                        .trim_end()
+                        .to_ascii_lowercase()
+                        .ends_with("generated from")
+                {
+                    continue;
+                }
+                // IMCEA forms (Exchange encapsulation): the whole token counts.
+                let window = tail(&line[..m.start()], 256);
+                let start = m.start() - window.len()
+                    + window
+                        .rfind(|c: char| {
+                            c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '[')
+                        })
+                        .map_or(0, |i| i + 1);
+                let raw = if line[start..]
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("imcea"))
+                {
+                    &line[start..m.end()]
+                } else {
+                    m.as_str()
+                };
+                if let Some(a) = normalise_address(raw) {
+                    push(a, is_strong);
+                }
+            }
+        }
+        // A failure phrase introducing a list ("was not delivered to:") makes the
+        // addresses after it strong, up to the next line of other text.
+        if !line.trim().is_empty() && !ADDRESS.is_match(line) {
+            after_failure = line.trim_end().ends_with(':') && says_failure(&lower);
+        }
+    }
+    (strong, weak, quoted_list)
 }
 
 /// The diagnostic text for `addr`: its line and the indented lines that follow.
@@ -708,6 +909,34 @@ mod tests {
             Some(Status::new(4, 2, 2))
         );
         assert_eq!(infer_status("nothing to see", false), None);
+    }
+
+    #[test]
+    fn recipient_forms_are_normalised() {
+        for (raw, want) in [
+            ("<smtp=a@b.example>", Some("a@b.example")),
+            ("SMTP:a@b.example", Some("a@b.example")),
+            (
+                "RFC-822=jean(u)paul(a)b.example",
+                Some("jean_paul@b.example"),
+            ),
+            ("rfc822;a@b.example", Some("a@b.example")),
+            ("IMCEASMTP-c+40p+2Eexample@corp.local", Some("c@p.example")),
+            ("IMCEAEX-_O=CORP_cn=Recipients_cn=bob@corp.local", None),
+            ("a@b.example (Alice)", Some("a@b.example")),
+            ("nodomain", None),
+        ] {
+            assert_eq!(normalise_address(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_line_of_addresses_stays_bounded() {
+        let line = "x@y.example,".repeat(5000);
+        let text = format!("could not be delivered to:\n{line}\n");
+        assert_eq!(recipients_in(&text, &[], 50), vec!["x@y.example"]);
+        let many: String = (0..3000).map(|i| format!("u{i}@d.example ")).collect();
+        assert_eq!(recipients_in(&many, &[], 1000).len(), MAX_CANDIDATES);
     }
 
     #[test]
