@@ -281,6 +281,32 @@ fn count(haystack: &str, needles: &[&str]) -> usize {
     needles.iter().filter(|n| haystack.contains(*n)).count()
 }
 
+/// Whether a lowercased subject carries any phrase the classifier reads in a
+/// subject (failure, delay, delivery, auto-reply, challenge, virus, complaint),
+/// whether or not it starts with "re:".
+pub fn subject_marks(subject: &str) -> bool {
+    any(subject, NDR_SUBJECT)
+        || any(subject, AUTOREPLY_SUBJECT)
+        || any(subject, CHALLENGE)
+        || any(subject, VIRUS)
+        || any(
+            subject,
+            &[
+                "delay",
+                "warning: could not send",
+                "still being retried",
+                "(success)",
+                "(relay)",
+                "delivery has been completed",
+                "successful delivery",
+                "complaint about message from",
+                "virus",
+                // KDDI's "mail error notification".
+                "メールエラー",
+            ],
+        )
+}
+
 /// Lowercased text facts used by the classifier.
 pub struct Phrases {
     pub ndr_body: usize,
