@@ -41,11 +41,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The daemon under test; BENCH_MILTER_BIN runs another build (an older commit's,
-/// to measure before and after a change).
-fn milter_bin() -> String {
-    std::env::var("BENCH_MILTER_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_backscatter-milter").to_string())
+/// The daemons under test: "ours" (BENCH_MILTER_BIN, default this build's binary),
+/// then BENCH_EXTRA_MILTERS="name=/path/to/binary,..." (older builds, to measure
+/// before and after a change in the same run).
+fn milter_bins() -> Vec<(String, String)> {
+    let ours = std::env::var("BENCH_MILTER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_backscatter-milter").to_string());
+    let mut v = vec![("ours".to_string(), ours)];
+    for item in std::env::var("BENCH_EXTRA_MILTERS")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((name, path)) = item.split_once('=') {
+            v.push((name.to_string(), path.to_string()));
+        }
+    }
+    v
 }
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -83,7 +94,11 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, name: &str, bin: &str) -> Self {
+        let dir = &dir.join(name);
+        fs::create_dir_all(dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.join("ours.sock");
         let cfg = dir.join("milter.toml");
         fs::write(
@@ -97,7 +112,7 @@ impl Daemon {
         )
         .unwrap();
         let log = fs::File::create(dir.join("milter.log")).unwrap();
-        let child = Command::new(milter_bin())
+        let child = Command::new(bin)
             .args(["--config", cfg.to_str().unwrap()])
             .env("NO_COLOR", "1")
             .stderr(log.try_clone().unwrap())
@@ -113,6 +128,15 @@ impl Daemon {
             thread::sleep(Duration::from_millis(20));
         }
         Self { child, socket }
+    }
+
+    /// How many messages the daemon logged as inbound and as outbound.
+    fn directions(&self) -> (usize, usize) {
+        let log = fs::read_to_string(self.socket.with_file_name("milter.log")).unwrap_or_default();
+        (
+            log.matches("direction=inbound").count(),
+            log.matches("direction=outbound").count(),
+        )
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -337,20 +361,16 @@ fn drain(rig: &Rig) {
     }
 }
 
-fn postfix_part(rounds: usize, n: usize, ours: &Daemon, noop: &Noop) {
+fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
     if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/sbin/postfix").exists() {
         println!("1. through Postfix: skipped (needs root and Debian's postfix)");
         return;
     }
     let xclient = [("smtpd_authorized_xclient_hosts", "127.0.0.0/8")];
-    let specs = [
-        ("Postfix alone", String::new()),
-        ("+ no-op milter", format!("unix:{}", noop.socket.display())),
-        (
-            "+ backscatter-milter",
-            format!("unix:{}", ours.socket.display()),
-        ),
-    ];
+    let mut specs = vec![("alone".to_string(), String::new())];
+    for (name, socket) in milters {
+        specs.push((name.clone(), format!("unix:{}", socket.display())));
+    }
     let rigs: Vec<Rig> = specs
         .iter()
         .map(|(_, spec)| Rig::start(spec, &xclient))
@@ -395,30 +415,33 @@ fn postfix_part(rounds: usize, n: usize, ours: &Daemon, noop: &Noop) {
         }
         println!("  round {} done", round + 1);
     }
-    println!(
-        "  {:<52} {:>8} | {:>22} | {:>22} | {:>12} {:>12}",
-        "load, sessions", "alone", "+ no-op", "+ ours", "ours/no-op", "ours/alone"
-    );
+    println!("  median msg/s of each variant, (its ratio to Postfix alone, to the no-op milter)");
     for &load in &loads {
         for &s in &sessions {
-            let m: Vec<f64> = (0..3).map(|v| median(&runs[&(load, s, v)])).collect();
-            println!(
-                "  {:<52} {:>8.0} | {:>8.0} ({:.2} alone) | {:>8.0} ({:.2} alone) | {:>12.2} {:>12.2}",
-                format!("{}, {s}", load.name()),
-                m[0],
-                m[1],
-                m[1] / m[0],
-                m[2],
-                m[2] / m[0],
-                m[2] / m[1],
-                m[2] / m[0]
-            );
+            let m: Vec<f64> = (0..specs.len())
+                .map(|v| median(&runs[&(load, s, v)]))
+                .collect();
+            let cols: Vec<String> = specs
+                .iter()
+                .enumerate()
+                .map(|(v, (name, _))| match v {
+                    0 => format!("{name} {:.0}", m[0]),
+                    1 => format!("{name} {:.0} ({:.2})", m[1], m[1] / m[0]),
+                    _ => format!(
+                        "{name} {:.0} ({:.2}, {:.2})",
+                        m[v],
+                        m[v] / m[0],
+                        m[v] / m[1]
+                    ),
+                })
+                .collect();
+            println!("  {}, {s} sessions: {}", load.name(), cols.join(" | "));
             for (v, (name, _)) in specs.iter().enumerate() {
                 let all: Vec<String> = runs[&(load, s, v)]
                     .iter()
                     .map(|r| format!("{r:.0}"))
                     .collect();
-                println!("      {name:<22} runs: {}", all.join(", "));
+                println!("      {name:<10} runs: {}", all.join(", "));
             }
         }
     }
@@ -478,7 +501,7 @@ async fn drive(
     }
 }
 
-fn direct_part(rounds: usize, ours: &Daemon, noop: &Noop, bounce_raw: &[Vec<u8>]) {
+fn direct_part(rounds: usize, milters: &[(String, PathBuf)], bounce_raw: &[Vec<u8>]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -495,7 +518,7 @@ fn direct_part(rounds: usize, ours: &Daemon, noop: &Noop, bounce_raw: &[Vec<u8>]
             .map(|b| from_raw("", "user@example.org", b))
             .collect(),
     );
-    let variants = [("no-op", &noop.socket), ("ours", &ours.socket)];
+    let variants = milters;
     let cases = [
         ("plain inbound", plain.clone(), 1usize, 2000usize),
         ("plain inbound", plain.clone(), 100, 6000),
@@ -511,46 +534,35 @@ fn direct_part(rounds: usize, ours: &Daemon, noop: &Noop, bounce_raw: &[Vec<u8>]
         for (c, (_, mails, per, total)) in cases.iter().enumerate() {
             for k in 0..variants.len() {
                 let v = (k + round) % variants.len();
-                let r = rt.block_on(drive(variants[v].1, mails.clone(), *total, *per, parallel));
+                let r = rt.block_on(drive(&variants[v].1, mails.clone(), *total, *per, parallel));
                 runs.entry((c, v)).or_default().push(r);
             }
         }
     }
-    println!(
-        "  {:<40} {:>24} | {:>24} | {:>10}",
-        "messages, per connection",
-        "no-op msg/s (p50/p99 ms)",
-        "ours msg/s (p50/p99 ms)",
-        "ours/no-op"
-    );
+    println!("  msg/s, latency per message p50/p99 ms, (ratio of msg/s to the no-op milter)");
     for (c, (name, _, per, _)) in cases.iter().enumerate() {
         let mut cols = Vec::new();
         let mut rates = Vec::new();
-        for v in 0..variants.len() {
+        for (v, (vname, _)) in variants.iter().enumerate() {
             let rs = &runs[&(c, v)];
             let rate = median(&rs.iter().map(|r| r.rate).collect::<Vec<_>>());
             let mut lat: Vec<f64> = rs.iter().flat_map(|r| r.lat_ms.iter().copied()).collect();
             lat.sort_by(|a, b| a.total_cmp(b));
-            cols.push(format!(
-                "{rate:>7.0} ({:.2}/{:.2})",
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99)
-            ));
             rates.push(rate);
+            cols.push(format!(
+                "{vname} {rate:.0} {:.2}/{:.2} ({:.2})",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                rate / rates[0]
+            ));
         }
-        println!(
-            "  {:<40} {:>24} | {:>24} | {:>10.2}",
-            format!("{name}, {per}"),
-            cols[0],
-            cols[1],
-            rates[1] / rates[0]
-        );
+        println!("  {name}, {per} per connection: {}", cols.join(" | "));
         for (v, (vname, _)) in variants.iter().enumerate() {
             let all: Vec<String> = runs[&(c, v)]
                 .iter()
                 .map(|r| format!("{:.0}", r.rate))
                 .collect();
-            println!("      {vname:<8} runs msg/s: {}", all.join(", "));
+            println!("      {vname:<10} runs msg/s: {}", all.join(", "));
         }
     }
 }
@@ -703,13 +715,24 @@ fn main() {
     raise_fd_limit();
     let rounds = env_num("BENCH_ROUNDS", 3);
     let dir = temp_dir();
-    let ours = Daemon::start(dir.path());
     let noop = Noop::start(dir.path());
+    let daemons: Vec<(String, Daemon)> = milter_bins()
+        .into_iter()
+        .map(|(name, bin)| {
+            let d = Daemon::start(dir.path(), &name, &bin);
+            (name, d)
+        })
+        .collect();
+    let ours = &daemons[0].1;
+    let mut milters = vec![("no-op".to_string(), noop.socket.clone())];
+    for (name, d) in &daemons {
+        milters.push((name.clone(), d.socket.clone()));
+    }
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "milter: {}\nmachine: {cpus} CPUs, load average at start {}",
-        milter_bin(),
+        "milters: {:?}\nmachine: {cpus} CPUs, load average at start {}",
+        milter_bins(),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -717,13 +740,17 @@ fn main() {
     );
     let bounce_raw = bounces();
     if want("postfix") {
-        postfix_part(rounds, env_num("BENCH_MESSAGES", 600), &ours, &noop);
+        postfix_part(rounds, env_num("BENCH_MESSAGES", 600), &milters);
     }
     if want("direct") {
-        direct_part(rounds, &ours, &noop, &bounce_raw);
+        direct_part(rounds, &milters, &bounce_raw);
     }
     if want("connections") {
-        connections_part(env_num("BENCH_CONNECTIONS", 1000), &ours, &bounce_raw);
+        connections_part(env_num("BENCH_CONNECTIONS", 1000), ours, &bounce_raw);
+    }
+    for (name, d) in &daemons {
+        let (i, o) = d.directions();
+        println!("{name}: logged {i} messages as inbound, {o} as outbound");
     }
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
