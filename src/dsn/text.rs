@@ -2,6 +2,7 @@
 //! auto-reply or a challenge; status codes, recipients and diagnostics in the text.
 
 use super::status::Status;
+use aho_corasick::AhoCorasick;
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -273,6 +274,36 @@ const VIRUS: &[&str] = &[
     "virus infected",
 ];
 
+/// The phrase lists searched in a report's (long) text, each compiled once into
+/// one automaton: one pass over the text per list instead of one per phrase.
+struct Book(AhoCorasick);
+
+impl Book {
+    fn new(phrases: &[&str]) -> Self {
+        Self(AhoCorasick::new(phrases).expect("phrase lists are valid patterns"))
+    }
+
+    fn any(&self, haystack: &str) -> bool {
+        self.0.is_match(haystack)
+    }
+
+    /// How many of the phrases occur (each counted once), as `count` does.
+    fn count(&self, haystack: &str) -> usize {
+        let mut seen = vec![false; self.0.patterns_len()];
+        for m in self.0.find_overlapping_iter(haystack) {
+            seen[m.pattern().as_usize()] = true;
+        }
+        seen.into_iter().filter(|s| *s).count()
+    }
+}
+
+static NDR_BODY_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(NDR_BODY));
+static DELAY_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(DELAY));
+static DELIVERED_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(DELIVERED));
+static AUTOREPLY_BODY_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(AUTOREPLY_BODY));
+static CHALLENGE_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(CHALLENGE));
+static VIRUS_BOOK: LazyLock<Book> = LazyLock::new(|| Book::new(VIRUS));
+
 fn any(haystack: &str, needles: &[&str]) -> bool {
     needles.iter().any(|n| haystack.contains(n))
 }
@@ -324,14 +355,14 @@ pub struct Phrases {
 pub fn phrases(subject: &str, body: &str) -> Phrases {
     let replying = subject.starts_with("re:") || subject.starts_with("aw:");
     Phrases {
-        ndr_body: count(body, NDR_BODY),
+        ndr_body: NDR_BODY_BOOK.count(body),
         ndr_subject: !replying && any(subject, NDR_SUBJECT),
-        delay: any(body, DELAY)
+        delay: DELAY_BOOK.any(body)
             || any(
                 subject,
                 &["delay", "warning: could not send", "still being retried"],
             ),
-        delivered: any(body, DELIVERED)
+        delivered: DELIVERED_BOOK.any(body)
             || any(
                 subject,
                 &[
@@ -342,9 +373,9 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
                 ],
             ),
         autoreply_subject: !replying && any(subject, AUTOREPLY_SUBJECT),
-        autoreply_body: any(body, AUTOREPLY_BODY),
-        challenge: count(subject, CHALLENGE) + count(body, CHALLENGE),
-        virus: any(subject, VIRUS) || any(subject, &["virus"]) && any(body, VIRUS),
+        autoreply_body: AUTOREPLY_BODY_BOOK.any(body),
+        challenge: count(subject, CHALLENGE) + CHALLENGE_BOOK.count(body),
+        virus: any(subject, VIRUS) || any(subject, &["virus"]) && VIRUS_BOOK.any(body),
     }
 }
 
