@@ -18,7 +18,10 @@
 //! Variants are interleaved inside each round, so load from elsewhere on the
 //! machine hits all of them alike.
 //!
-//! Run: cargo bench --bench postfix [-- postfix|direct|connections]
+//! 4. `transports` (only when named): the milter in-process over plain TCP, TCP
+//!    with TCP_NODELAY and TCP_QUICKACK, and a unix socket.
+//!
+//! Run: cargo bench --bench postfix [-- postfix|direct|connections|transports]
 //! Env: BENCH_ROUNDS (3), BENCH_MESSAGES (messages per Postfix run, 600),
 //!      BENCH_CONNECTIONS (1000).
 
@@ -683,6 +686,49 @@ fn connections_part(n: usize, ours: &Daemon, bounce_raw: &[Vec<u8>]) {
     });
 }
 
+// ------------------------------------------- 4. transports (only when asked)
+
+/// The milter in-process on each transport, one SMTP session at a time and 20 in
+/// parallel: why the daemon sets TCP_NODELAY and TCP_QUICKACK.
+fn transports_part(n: usize) {
+    use common::{TestMilter, Transport};
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/sbin/postfix").exists() {
+        println!("4. transports: skipped (needs root and Debian's postfix)");
+        return;
+    }
+    let cfg = "[log]\nlevel = \"warn\"\n";
+    let dir = temp_dir();
+    let cases: Vec<(&str, Option<Transport>)> = vec![
+        ("no milter", None),
+        (
+            "milter, plain TCP (Nagle, delayed ACKs)",
+            Some(Transport::PlainTcp("127.0.0.1:0".parse().unwrap())),
+        ),
+        (
+            "milter, TCP_NODELAY + TCP_QUICKACK",
+            Some(Transport::Tcp("127.0.0.1:0".parse().unwrap())),
+        ),
+        (
+            "milter, unix socket",
+            Some(Transport::Unix(dir.path().join("m.sock"))),
+        ),
+    ];
+    println!("4. transports, 2 KiB messages, msg/s (one SMTP session at a time | 20 in parallel):");
+    for (name, transport) in cases {
+        let milter = transport.map(|t| TestMilter::start_on(cfg, t));
+        let rig = Rig::start(milter.as_ref().map_or("", |m| m.socket_ref()), &[]);
+        let rate = |count: usize, sessions: usize, already: usize| {
+            let t = Instant::now();
+            rig.smtp_source(count, sessions, 2048);
+            rig.wait_delivered(already + count);
+            count as f64 / t.elapsed().as_secs_f64()
+        };
+        let serial = rate(n / 4, 1, 0);
+        let parallel = rate(n, 20, n / 4);
+        println!("  {name:<42} {serial:>7.0} | {parallel:>7.0}");
+    }
+}
+
 fn raise_fd_limit() {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -709,9 +755,9 @@ fn main() {
     let parts: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| ["postfix", "direct", "connections"].contains(a))
+        .filter(|a| ["postfix", "direct", "connections", "transports"].contains(a))
         .collect();
-    let want = |p: &str| parts.is_empty() || parts.contains(&p);
+    let want = |p: &str| (parts.is_empty() && p != "transports") || parts.contains(&p);
     raise_fd_limit();
     let rounds = env_num("BENCH_ROUNDS", 3);
     let dir = temp_dir();
@@ -747,6 +793,9 @@ fn main() {
     }
     if want("connections") {
         connections_part(env_num("BENCH_CONNECTIONS", 1000), ours, &bounce_raw);
+    }
+    if want("transports") {
+        transports_part(env_num("BENCH_MESSAGES", 600));
     }
     for (name, d) in &daemons {
         let (i, o) = d.directions();
