@@ -187,6 +187,9 @@ async fn connect(
         ),
     };
     let agreed = cx.data.as_ref().map(|s| s.negotiated).unwrap_or_default();
+    // The snapshot negotiation decided with (a reload in between must not change
+    // whether RCPT may reject).
+    let rt = cx.data.as_ref().map_or(rt, |s| s.runtime().clone());
     let mut session = Session::new(rt, &lossy(&hostname), addr, local);
     session.negotiated = agreed;
     session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
@@ -396,4 +399,39 @@ async fn abort(cx: &mut Context<Session>) -> Status {
 async fn close(cx: &mut Context<Session>) -> Status {
     cx.data = None;
     Status::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_only_what_is_offered() {
+        let all = ProtoOpts::all();
+        let asked = requested_opts(all, true);
+        for o in [
+            ProtoOpts::NO_HELO,
+            ProtoOpts::NO_DATA,
+            ProtoOpts::NO_EOH,
+            ProtoOpts::NO_UNKNOWN,
+            ProtoOpts::NOREPLY_CONNECT,
+            ProtoOpts::NOREPLY_MAIL,
+            ProtoOpts::NOREPLY_HEADER,
+            ProtoOpts::SKIP,
+        ] {
+            assert!(asked.contains(o), "{o:?}");
+        }
+        // RCPT answers while it may reject; the body and end of message always do.
+        assert!(!asked.contains(ProtoOpts::NOREPLY_RCPT));
+        assert!(requested_opts(all, false).contains(ProtoOpts::NOREPLY_RCPT));
+        assert!(!asked.intersects(
+            ProtoOpts::NO_MAIL | ProtoOpts::NO_RCPT | ProtoOpts::NO_HEADER | ProtoOpts::NO_BODY
+        ));
+        assert!(!asked.contains(ProtoOpts::NOREPLY_BODY));
+        // An MTA that offers no no-reply or skip option is asked for none.
+        let old = ProtoOpts::NO_HELO | ProtoOpts::NO_CONNECT;
+        assert_eq!(requested_opts(old, false), ProtoOpts::NO_HELO);
+        let n = negotiated(requested_opts(old, false));
+        assert_eq!(n, Negotiated::default());
+    }
 }
