@@ -43,6 +43,17 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // One typical bounce: Postfix's own DSN (multipart/report with the returned
+    // message). Target < 100 us.
+    let typical = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/corpus/sisimai/maildir/bsd/lhost-postfix-01.eml"
+    ))
+    .unwrap();
+    c.bench_function("one typical bounce (Postfix DSN)", |b| {
+        b.iter(|| black_box(dsn::analyze(black_box(&typical), Some(""), &limits)))
+    });
 }
 
 criterion_group!(benches, bench);

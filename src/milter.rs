@@ -4,7 +4,7 @@
 
 use crate::{
     SharedRuntime,
-    session::{EomPlan, RcptReply, Session},
+    session::{EomPlan, Negotiated, RcptReply, Session},
 };
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros, NegotiateContext,
@@ -71,26 +71,73 @@ fn guarded<R>(
 use crate::{batv::today, unix_now};
 
 pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
+    let negotiate_rt = rt.clone();
     let connect_rt = rt.clone();
+    // No HELO, DATA, EOH or unknown-command callbacks: indymilter then asks the MTA
+    // not to send those stages at all.
     Callbacks::new()
-        .on_negotiate(|cx, actions, opts| Box::pin(negotiate(cx, actions, opts)))
+        .on_negotiate(move |cx, actions, opts| {
+            let snapshot = negotiate_rt.current();
+            Box::pin(negotiate(cx, snapshot, actions, opts))
+        })
         .on_connect(move |cx, hostname, socket| {
             let snapshot = connect_rt.current();
             Box::pin(connect(cx, snapshot, hostname, socket))
         })
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
-        .on_data(|cx| Box::pin(simple(cx, "data")))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
-        .on_eoh(|cx| Box::pin(simple(cx, "eoh")))
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
         .on_eom(|cx| Box::pin(eom(cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
         .on_close(|cx| Box::pin(close(cx)))
 }
 
+/// The stages we never use, when the MTA lets us decline them.
+const UNUSED_STAGES: ProtoOpts = ProtoOpts::NO_HELO
+    .union(ProtoOpts::NO_DATA)
+    .union(ProtoOpts::NO_EOH)
+    .union(ProtoOpts::NO_UNKNOWN);
+
+/// What to ask of an MTA that offers `offered`: decline the unused stages, send
+/// connect, MAIL and headers without waiting for a reply (their answer is always
+/// "continue"; a failure there tempfails the message at its end), RCPT too when
+/// RCPT never rejects, and let us skip the body. Only what the MTA offers is
+/// asked (Postfix >= 2.6 and Sendmail >= 8.14 offer all of it).
+pub fn requested_opts(offered: ProtoOpts, rcpt_may_reject: bool) -> ProtoOpts {
+    let mut want = UNUSED_STAGES
+        | ProtoOpts::NOREPLY_CONNECT
+        | ProtoOpts::NOREPLY_MAIL
+        | ProtoOpts::NOREPLY_HEADER
+        | ProtoOpts::SKIP;
+    if !rcpt_may_reject {
+        want |= ProtoOpts::NOREPLY_RCPT;
+    }
+    want & offered
+}
+
+fn negotiated(opts: ProtoOpts) -> Negotiated {
+    Negotiated {
+        noreply_connect: opts.contains(ProtoOpts::NOREPLY_CONNECT),
+        noreply_mail: opts.contains(ProtoOpts::NOREPLY_MAIL),
+        noreply_rcpt: opts.contains(ProtoOpts::NOREPLY_RCPT),
+        noreply_header: opts.contains(ProtoOpts::NOREPLY_HEADER),
+        skip: opts.contains(ProtoOpts::SKIP),
+    }
+}
+
+/// `Continue`, or `Noreply` where the MTA was told not to wait.
+fn carry_on(noreply: bool) -> Status {
+    if noreply {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
+}
+
 async fn negotiate(
     cx: &mut NegotiateContext<Session>,
+    rt: std::sync::Arc<crate::Runtime>,
     actions: Actions,
     opts: ProtoOpts,
 ) -> Status {
@@ -100,24 +147,28 @@ async fn negotiate(
         );
     }
     cx.requested_actions = REQUIRED_ACTIONS;
-    if opts.contains(ProtoOpts::SKIP) {
-        cx.requested_opts |= ProtoOpts::SKIP;
-    }
+    // RCPT always may answer: a forged tag (550), a second recipient of a
+    // null-sender message (452), a network that guessed too many tags (451).
+    let rcpt_may_reject = true;
+    let agreed = requested_opts(opts, rcpt_may_reject);
+    cx.requested_opts = agreed;
+    // Macros only where they are read: the client at connect, the queue id,
+    // authentication and service at MAIL (Sendmail knows the queue id there,
+    // Postfix from RCPT or end of message on), the MTA's name at end of message.
     let want = [
         (MacroStage::Connect, "j {daemon_name} {client_addr}"),
-        (
-            MacroStage::Mail,
-            "i {auth_authen} {mail_addr} {daemon_name}",
-        ),
-        (MacroStage::Rcpt, "i {rcpt_addr}"),
-        (MacroStage::Data, "i"),
-        (MacroStage::Eoh, "i"),
+        (MacroStage::Mail, "i {auth_authen} {daemon_name}"),
+        (MacroStage::Rcpt, "i"),
         (MacroStage::Eom, "i"),
     ];
     for (stage, names) in want {
         cx.requested_macros
             .insert(stage, CString::new(names).expect("no NUL"));
     }
+    // The connection's state until connect replaces it: carries what was agreed.
+    let mut session = Session::new(rt, "", None, false);
+    session.negotiated = negotiated(agreed);
+    cx.data = Some(session);
     Status::Continue
 }
 
@@ -136,11 +187,16 @@ async fn connect(
             false,
         ),
     };
+    let agreed = cx.data.as_ref().map(|s| s.negotiated).unwrap_or_default();
+    // The snapshot negotiation decided with (a reload in between must not change
+    // whether RCPT may reject).
+    let rt = cx.data.as_ref().map_or(rt, |s| s.runtime().clone());
     let mut session = Session::new(rt, &lossy(&hostname), addr, local);
+    session.negotiated = agreed;
     session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
     session.set_local_hostname(macro_str(&cx.macros, c"j"));
     cx.data = Some(session);
-    Status::Continue
+    carry_on(agreed.noreply_connect)
 }
 
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
@@ -152,29 +208,38 @@ async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
         // A new MAIL clears a failure of the previous message on this connection.
         s.abort();
     }
+    let noreply = noreply(&cx.data, |n| n.noreply_mail);
     match guarded(&mut cx.data, "mail", |s| {
         s.set_daemon_name(daemon);
         s.mail(&args, auth.as_deref());
         s.set_queue_id(qid);
     }) {
-        Ok(()) => Status::Continue,
+        Ok(()) => carry_on(noreply),
+        // Without a reply the failure is kept and tempfails the message at its end.
+        Err(_) if noreply => Status::Noreply,
         Err(status) => status,
     }
+}
+
+fn noreply(data: &Option<Session>, stage: impl Fn(&Negotiated) -> bool) -> bool {
+    data.as_ref().is_some_and(|s| stage(&s.negotiated))
 }
 
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let args: Vec<String> = args.iter().map(|a| lossy(a)).collect();
     let qid = macro_str(&cx.macros, c"i");
+    let noreply = noreply(&cx.data, |n| n.noreply_rcpt);
     let reply = match guarded(&mut cx.data, "rcpt", |s| {
         s.set_queue_id(qid);
         let reply = s.rcpt(&args, today(), unix_now());
         (reply, s.queue_id().to_string())
     }) {
         Ok(r) => r,
+        Err(_) if noreply => return Status::Noreply,
         Err(status) => return status,
     };
     match reply {
-        (RcptReply::Continue, _) => Status::Continue,
+        (RcptReply::Continue, _) => carry_on(noreply),
         (RcptReply::Tempfail(code, xcode, text), qid) => {
             info!(
                 "{qid}: tempfail RCPT {}: {text}",
@@ -185,6 +250,8 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
             }
             Status::Tempfail
         }
+        // Not negotiated when RCPT may reject; kept for a reload in between.
+        (RcptReply::Reject(_), _) if noreply => Status::Noreply,
         (RcptReply::Reject(text), qid) => {
             info!(
                 "{qid}: reject RCPT {}: {text}",
@@ -204,30 +271,31 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     }
 }
 
-async fn simple(cx: &mut Context<Session>, stage: &str) -> Status {
-    let qid = macro_str(&cx.macros, c"i");
-    match guarded(&mut cx.data, stage, |s| s.set_queue_id(qid)) {
-        Ok(()) => Status::Continue,
-        Err(status) => status,
-    }
-}
-
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let name = lossy(&name);
+    let noreply = noreply(&cx.data, |n| n.noreply_header);
     match guarded(&mut cx.data, "header", |s| {
         s.header(&name, value.as_bytes())
     }) {
-        Ok(()) => Status::Continue,
+        Ok(()) => carry_on(noreply),
+        Err(_) if noreply => Status::Noreply,
         Err(status) => status,
     }
 }
 
+/// The first chunk decides whether the body is wanted at all (all headers are in
+/// by then); a skipped body is neither kept nor answered chunk by chunk.
 async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
-    match guarded(&mut cx.data, "body", |s| s.body(&chunk)) {
+    let skip = if noreply(&cx.data, |n| n.skip) {
+        Status::Skip
+    } else {
+        // The MTA keeps sending; the session keeps discarding.
+        Status::Continue
+    };
+    match guarded(&mut cx.data, "body", |s| s.needs_body() && s.body(&chunk)) {
         Ok(true) => Status::Continue,
-        // Past the cap: Postfix honours SKIP (negotiated when offered); others
-        // simply keep sending and the session keeps discarding.
-        Ok(false) => Status::Skip,
+        // Not needed, or past the cap.
+        Ok(false) => skip,
         Err(status) => status,
     }
 }
@@ -340,4 +408,39 @@ async fn abort(cx: &mut Context<Session>) -> Status {
 async fn close(cx: &mut Context<Session>) -> Status {
     cx.data = None;
     Status::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_only_what_is_offered() {
+        let all = ProtoOpts::all();
+        let asked = requested_opts(all, true);
+        for o in [
+            ProtoOpts::NO_HELO,
+            ProtoOpts::NO_DATA,
+            ProtoOpts::NO_EOH,
+            ProtoOpts::NO_UNKNOWN,
+            ProtoOpts::NOREPLY_CONNECT,
+            ProtoOpts::NOREPLY_MAIL,
+            ProtoOpts::NOREPLY_HEADER,
+            ProtoOpts::SKIP,
+        ] {
+            assert!(asked.contains(o), "{o:?}");
+        }
+        // RCPT answers while it may reject; the body and end of message always do.
+        assert!(!asked.contains(ProtoOpts::NOREPLY_RCPT));
+        assert!(requested_opts(all, false).contains(ProtoOpts::NOREPLY_RCPT));
+        assert!(!asked.intersects(
+            ProtoOpts::NO_MAIL | ProtoOpts::NO_RCPT | ProtoOpts::NO_HEADER | ProtoOpts::NO_BODY
+        ));
+        assert!(!asked.contains(ProtoOpts::NOREPLY_BODY));
+        // An MTA that offers no no-reply or skip option is asked for none.
+        let old = ProtoOpts::NO_HELO | ProtoOpts::NO_CONNECT;
+        assert_eq!(requested_opts(old, false), ProtoOpts::NO_HELO);
+        let n = negotiated(requested_opts(old, false));
+        assert_eq!(n, Negotiated::default());
+    }
 }

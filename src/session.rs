@@ -25,7 +25,20 @@ pub struct Session {
     local_hostname: Option<String>,
     daemon_name: Option<String>,
     msg: Option<Message>,
+    /// What the MTA agreed to at negotiation (set by `milter.rs`).
+    pub negotiated: Negotiated,
     _guard: crate::ConnGuard,
+}
+
+/// What the MTA agreed to at negotiation: the stages it sends without waiting for
+/// a reply, and whether it honours "skip the rest of the body".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    pub noreply_connect: bool,
+    pub noreply_mail: bool,
+    pub noreply_rcpt: bool,
+    pub noreply_header: bool,
+    pub skip: bool,
 }
 
 /// One recipient and what its tag (if any) said.
@@ -59,6 +72,8 @@ pub struct Message {
     pub body: Vec<u8>,
     pub body_seen: u64,
     pub body_truncated: bool,
+    /// Whether the body is wanted, decided at its first chunk (see `needs_body`).
+    body_wanted: Option<bool>,
     /// A panic or error hit this message: every later stage tempfails it.
     pub failed: bool,
     _guard: Option<crate::MsgGuard>,
@@ -160,6 +175,7 @@ impl Session {
             local_hostname: None,
             daemon_name: None,
             msg: None,
+            negotiated: Negotiated::default(),
             _guard: guard,
         }
     }
@@ -308,6 +324,28 @@ impl Session {
         }
         msg.body.extend_from_slice(chunk);
         true
+    }
+
+    /// Whether the decision can need the body; asked at its first chunk (the headers
+    /// are all in) and remembered. Outbound mail is decided on its envelope and
+    /// headers; so is inbound mail that has a sender, goes to none of our tags and
+    /// shows no report marker in its headers (see `dsn::markers`, and
+    /// tests/markers.rs for the corpus evidence).
+    pub fn needs_body(&mut self) -> bool {
+        let batv = &self.rt.config.batv;
+        let Some(msg) = self.msg.as_mut() else {
+            return true;
+        };
+        *msg.body_wanted.get_or_insert_with(|| {
+            !outbound::is_originating(batv, &msg.origin)
+                && (crate::dsn::markers::null_like_sender(&msg.sender)
+                    || msg.rcpts.iter().any(|r| r.tag.is_some())
+                    || msg.headers_truncated
+                    || crate::dsn::markers::report_marker(
+                        msg.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                    )
+                    .is_some())
+        })
     }
 
     /// End of message: decides what to change. The message state is consumed.

@@ -12,21 +12,85 @@ use crate::{
 use dashmap::DashMap;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder},
     metrics::{
+        MetricType, TypedMetric,
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
-        histogram::{Histogram, exponential_buckets},
+        histogram::exponential_buckets,
     },
     registry::Registry,
 };
 use std::{
     collections::VecDeque,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Instant,
 };
+
+/// A histogram every message of every connection observes: atomic buckets, no lock
+/// (prometheus-client's own `Histogram` takes a write lock per observation).
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(Arc<HistInner>);
+
+#[derive(Debug)]
+struct HistInner {
+    bounds: Vec<f64>,
+    /// Per bucket (not cumulative), then one for values above every bound.
+    counts: Vec<AtomicU64>,
+    /// The sum in nanoseconds (whole seconds would lose the small values).
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds.collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Self(Arc::new(HistInner {
+            bounds,
+            counts,
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, secs: f64) {
+        let h = &self.0;
+        let i = h.bounds.partition_point(|b| *b < secs);
+        h.counts[i].fetch_add(1, Relaxed);
+        h.sum_nanos.fetch_add((secs * 1e9) as u64, Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .zip(counts.iter().copied())
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum_nanos.load(Relaxed) as f64 / 1e9,
+            counts.iter().sum(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 pub const KINDS: [Kind; 9] = [
     Kind::Bounce,
@@ -151,7 +215,7 @@ pub struct Stats {
     reasons: Family<ReasonL, Counter>,
     statuses: Family<ClassL, Counter>,
     reloads: Counter,
-    duration: Histogram,
+    duration: AtomicHistogram,
     top_ips: DashMap<IpAddr, u64>,
     top_mtas: DashMap<String, u64>,
     timeline: Mutex<VecDeque<Bucket>>,
@@ -267,7 +331,7 @@ impl Stats {
             reasons: Family::default(),
             statuses: Family::default(),
             reloads: Counter::default(),
-            duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            duration: AtomicHistogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             top_ips: DashMap::new(),
             top_mtas: DashMap::new(),
             timeline: Mutex::new(VecDeque::new()),

@@ -52,5 +52,5 @@ fn miltertest_agrees_on_the_protocol() {
     let text = common::transcript(&out);
     assert!(out.status.success(), "miltertest failed:\n{text}");
     assert!(text.contains("miltertest: all checks passed"), "{text}");
-    assert_eq!(text.matches("ok: ").count(), 36, "{text}");
+    assert_eq!(text.matches("ok: ").count(), 44, "{text}");
 }

@@ -5,6 +5,7 @@
 //! failed with which RFC 3463 status, who reported it, and the original message it
 //! returns. Every walk is bounded by [`Limits`].
 
+pub mod markers;
 pub mod original;
 pub mod phrases;
 pub mod report;
@@ -203,7 +204,7 @@ fn strip_html(html: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn is_daemon_sender(addr: &str, name: &str) -> bool {
+pub(crate) fn is_daemon_sender(addr: &str, name: &str) -> bool {
     let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
     let name = name.to_ascii_lowercase();
     matches!(

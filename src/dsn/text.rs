@@ -191,6 +191,55 @@ const VIRUS: &[&str] = &[
     "virus infected",
 ];
 
+/// Whether a lowercased subject carries any phrase the classifier reads in a
+/// subject (failure, delay, delivery, auto-reply, challenge, virus, complaint), in
+/// any of the languages it knows, whether or not it starts with "re:". The body of
+/// mail whose headers show none of these (nor another marker) may be skipped.
+pub fn subject_marks(subject: &str) -> bool {
+    any(subject, NDR_SUBJECT)
+        || any(subject, NDR_SUBJECT_INTL)
+        || any(subject, AUTOREPLY_SUBJECT)
+        || any(subject, AUTOREPLY_SUBJECT_STRONG)
+        || any(subject, CHALLENGE)
+        || any(subject, CHALLENGE_STRONG)
+        || any(subject, VIRUS)
+        || any(subject, DELAY_SUBJECT)
+        || any(
+            subject,
+            &[
+                "warning: could not send",
+                "still being retried",
+                "(success)",
+                "(relay)",
+                "delivery has been completed",
+                "successful delivery",
+                "complaint about message from",
+                "virus",
+                // KDDI's "mail error notification".
+                "メールエラー",
+            ],
+        )
+}
+
+/// Delay words in subjects, in the languages of `phrases`.
+const DELAY_SUBJECT: &[&str] = &[
+    "delay",
+    "warning: could not send",
+    "still being retried",
+    "verzögert",
+    "retardé",
+    "retrasad",
+    "atrasad",
+    "ritardat",
+    "vertraagd",
+    "opóźnion",
+    "задерж",
+    "遅延",
+    "延迟",
+    "延遲",
+    "지연",
+];
+
 /// Lowercased text facts used by the classifier.
 pub struct Phrases {
     pub ndr_body: usize,
@@ -224,27 +273,7 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
     Phrases {
         ndr_body: count(body, NDR_BODY) + count(body, NDR_BODY_INTL),
         ndr_subject: !replying && (any(subject, NDR_SUBJECT) || any(subject, NDR_SUBJECT_INTL)),
-        delay: any(body, DELAY)
-            || any(
-                subject,
-                &[
-                    "delay",
-                    "warning: could not send",
-                    "still being retried",
-                    "verzögert",
-                    "retardé",
-                    "retrasad",
-                    "atrasad",
-                    "ritardat",
-                    "vertraagd",
-                    "opóźnion",
-                    "задерж",
-                    "遅延",
-                    "延迟",
-                    "延遲",
-                    "지연",
-                ],
-            ),
+        delay: any(body, DELAY) || any(subject, DELAY_SUBJECT),
         permanent: any(body, PERMANENT) && !any(body, WARNING_ONLY),
         delivered: any(body, DELIVERED)
             || any(

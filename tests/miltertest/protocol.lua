@@ -30,7 +30,8 @@ check(mt.getreply(conn) == SMFIR_REPLYCODE, "rcpt 2 gets a custom reply code (45
 check(mt.header(conn, "From", "MAILER-DAEMON@remote.example") == nil, "header From")
 check(mt.header(conn, "X-Backscatter", "forged") == nil, "forged header 1")
 check(mt.header(conn, "X-BACKSCATTER", "forged too") == nil, "forged header 2")
-check(mt.eoh(conn) == nil, "eoh")
+check(mt.test_option(conn, SMFIP_NOEOH), "end of headers declined (never used)")
+check(mt.test_option(conn, SMFIP_NR_HDR), "headers sent without waiting for a reply")
 check(mt.bodystring(conn, "This is the mail system.\r\n") == nil, "body")
 check(mt.eom(conn) == nil, "eom")
 check(mt.getreply(conn) == SMFIR_CONTINUE, "eom continues")
@@ -54,6 +55,17 @@ check(mt.eom_check(conn, MT_RCPTDELETE, "<" .. tagged .. ">"), "tagged recipient
 check(mt.eom_check(conn, MT_RCPTADD, "<user@example.org>"), "plain recipient added")
 check(mt.eom_check(conn, MT_HDRINSERT, "X-Backscatter", "null-sender=yes; rcpts=1; batv=valid"),
       "header records the valid tag")
+
+-- Message 3: ordinary inbound mail (a sender, no tag, no report marker): the body
+-- is not wanted and the MTA is told to skip it.
+mt.macro(conn, SMFIC_MAIL, "i", "MT0003")
+check(mt.mailfrom(conn, "<alice@remote.example>") == nil, "mail from a person")
+check(mt.rcptto(conn, "<user@example.org>") == nil, "rcpt plain")
+check(mt.header(conn, "Subject", "lunch") == nil, "header Subject")
+check(mt.bodystring(conn, "see you at noon\r\n") == nil, "body 3")
+check(mt.getreply(conn) == SMFIR_SKIP, "ordinary mail: the body is skipped")
+check(mt.eom(conn) == nil, "eom 3")
+check(mt.getreply(conn) == SMFIR_CONTINUE, "eom 3 continues")
 
 mt.disconnect(conn)
 mt.echo("miltertest: all checks passed")
