@@ -46,11 +46,7 @@ pub struct Context<'a> {
 /// names (HELO, reverse DNS) and every older line are the sender's to write, so they
 /// are never looked at.
 pub fn received_is_ours(newest: &str, nets: &[Cidr]) -> bool {
-    let head = newest
-        .split(|c: char| c == ';')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let head = newest.split(';').next().unwrap_or("").to_ascii_lowercase();
     // Only the `from` clause, up to `by`, without its first word (the HELO name
     // in Postfix's and Sendmail's form) and without Exim's `helo=` (also the client's).
     let from = head
