@@ -458,6 +458,13 @@ fn silent_clients_are_closed_after_the_connection_timeout() {
         c
     });
     let counters = milter.shared.current().counters.clone();
+    // MAIL gets no reply (negotiated away): wait for the milter to have read it.
+    let t = Instant::now();
+    while counters.messages_in_flight.load(Ordering::SeqCst) == 0
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(counters.messages_in_flight.load(Ordering::SeqCst), 1);
     assert!(counters.connections_open.load(Ordering::SeqCst) >= 1);
     let opened = Instant::now();
