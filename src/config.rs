@@ -42,13 +42,30 @@ struct RawConfig {
     stats: RawStats,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawStats {
     listen: String,
     token_file: String,
     allow_unauthenticated: bool,
+    recent_decisions: usize,
+    decision_addresses: String,
 }
+
+impl Default for RawStats {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            token_file: String::new(),
+            allow_unauthenticated: false,
+            recent_decisions: 1000,
+            decision_addresses: "domain".into(),
+        }
+    }
+}
+
+/// The most decisions kept in memory (`stats.recent_decisions`).
+pub const MAX_RECENT_DECISIONS: usize = 100_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -471,6 +488,9 @@ pub struct StatsConfig {
     /// Where the HTTP endpoint listens; `None`: off.
     pub listen: Option<std::net::SocketAddr>,
     pub token_file: Option<PathBuf>,
+    /// How many judged messages `/decisions` keeps; 0: none.
+    pub recent_decisions: usize,
+    pub decision_addresses: crate::decisions::AddressView,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -766,6 +786,21 @@ impl Config {
                 "a non-loopback address needs token_file (or allow_unauthenticated = true)",
             ));
         }
+        if st.recent_decisions > MAX_RECENT_DECISIONS {
+            return Err(v.err(
+                "stats",
+                "recent_decisions",
+                "at most 100000 (each takes about half a kilobyte of memory)",
+            ));
+        }
+        let decision_addresses = crate::decisions::AddressView::parse(&st.decision_addresses)
+            .ok_or_else(|| {
+                v.err(
+                    "stats",
+                    "decision_addresses",
+                    "expected \"domain\" or \"hash\"",
+                )
+            })?;
         let today = crate::batv::today();
         if signing_since.is_some_and(|d| d > today) {
             return Err(v.err(
@@ -960,6 +995,8 @@ impl Config {
                 token_file: Some(st.token_file)
                     .filter(|t| !t.is_empty())
                     .map(PathBuf::from),
+                recent_decisions: st.recent_decisions,
+                decision_addresses,
             },
         })
     }

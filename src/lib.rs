@@ -8,6 +8,7 @@ pub mod address;
 pub mod batv;
 pub mod check;
 pub mod config;
+pub mod decisions;
 pub mod dsn;
 pub mod evidence;
 pub mod http;
@@ -53,6 +54,8 @@ pub struct Runtime {
     /// Bad tags per client network: closes the tag oracle.
     pub tag_guard: Arc<tagguard::TagGuard>,
     pub stats: Arc<stats::Stats>,
+    /// The last judged messages, for admins.
+    pub decisions: Arc<decisions::Decisions>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -133,7 +136,12 @@ impl Runtime {
         ));
         let stats = Arc::new(stats::Stats::new(counters.clone(), ledger.clone()));
         let tag_guard = Arc::new(tagguard::TagGuard::new(config.batv.tag_guard));
+        let decisions = Arc::new(decisions::Decisions::new(
+            config.stats.recent_decisions,
+            config.stats.decision_addresses,
+        ));
         Ok(Self {
+            decisions,
             config,
             keys,
             counters,
@@ -152,6 +160,7 @@ impl Runtime {
             Self {
                 reputation: old.reputation.clone(),
                 tag_guard: old.tag_guard.clone(),
+                decisions: old.decisions.clone(),
                 ..Self::load(config, old.counters.clone())?
             }
         } else {
@@ -163,8 +172,12 @@ impl Runtime {
                 reputation: old.reputation.clone(),
                 tag_guard: old.tag_guard.clone(),
                 stats: old.stats.clone(),
+                decisions: old.decisions.clone(),
             }
         };
+        let st = &rt.config.stats;
+        rt.decisions
+            .configure(st.recent_decisions, st.decision_addresses);
         rt.stats.reloaded();
         Ok(rt)
     }

@@ -80,6 +80,25 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
         id: u8,
     },
+    /// Print the last judged messages, newest first, read from the running milter's
+    /// endpoint ([stats] listen, with the token of token_file).
+    Decisions {
+        /// Only those decided so: accept, tag, quarantine, reject.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this kind: bounce, delay, autoreply, challenge, ...
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Each reason in words under its row.
+        #[arg(long, short)]
+        explain: bool,
+        /// The JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the man page backscatter-milter(8), roff, on standard output.
     #[command(hide = true)]
     Man,
@@ -110,6 +129,13 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Some(Command::Decisions {
+            action,
+            kind,
+            limit,
+            explain,
+            json,
+        }) => decisions(&cli.config, action, kind, limit, explain, json),
         Some(Command::Classify {
             json,
             mail_from,
@@ -146,6 +172,50 @@ fn main() -> ExitCode {
             }
             serve(cli.config, checked)
         }
+    }
+}
+
+fn decisions(
+    config: &std::path::Path,
+    action: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+    explain: bool,
+    json: bool,
+) -> ExitCode {
+    use backscatter_milter::decisions::{self, Filter};
+    let mut query = Vec::new();
+    for (k, v) in [
+        ("action", action),
+        ("kind", kind),
+        ("limit", limit.map(|l| l.to_string())),
+    ] {
+        if let Some(v) = v {
+            query.push(format!("{k}={v}"));
+        }
+    }
+    let query = query.join("&");
+    if let Err(e) = Filter::parse(&query) {
+        return fail(format!("decisions: {e}"));
+    }
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let client = match decisions::Client::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("decisions: {e}")),
+    };
+    match client.get_json(&format!("/decisions?{query}")) {
+        Ok(v) if json => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", decisions::table(&v, explain));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("decisions: {e}")),
     }
 }
 

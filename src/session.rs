@@ -523,6 +523,14 @@ impl Session {
             self.client_addr,
             analysis.reporting_mta.as_deref(),
         );
+        rt.decisions.record(
+            now,
+            msg.queue_id.as_deref(),
+            self.client_addr,
+            msg.rcpts.iter().map(|r| (&r.addr, r.tag.as_ref())),
+            &analysis,
+            &v,
+        );
         if v.judged
             && v.decided >= Action::Quarantine
             && let Some(ip) = self.client_addr

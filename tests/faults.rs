@@ -705,7 +705,7 @@ fn a_full_state_dir_keeps_mail_flowing_and_is_counted() {
     }
     let _unmount = Unmount(&state);
     let milter = TestMilter::start(&config(dir.path(), ""));
-    let rig = Rig::start(&milter.socket(), &common::BATV_MAIN_CF);
+    let rig = Rig::start(&milter.socket(), &*common::BATV_MAIN_CF);
     // Fill the disk.
     let mut filler = fs::File::create(state.join("filler")).unwrap();
     let chunk = [b'x'; 4096];

@@ -22,6 +22,9 @@ _backscatter__milter() {
             backscatter__milter,completions)
                 cmd="backscatter__milter__subcmd__completions"
                 ;;
+            backscatter__milter,decisions)
+                cmd="backscatter__milter__subcmd__decisions"
+                ;;
             backscatter__milter,help)
                 cmd="backscatter__milter__subcmd__help"
                 ;;
@@ -45,6 +48,9 @@ _backscatter__milter() {
                 ;;
             backscatter__milter__subcmd__help,completions)
                 cmd="backscatter__milter__subcmd__help__subcmd__completions"
+                ;;
+            backscatter__milter__subcmd__help,decisions)
+                cmd="backscatter__milter__subcmd__help__subcmd__decisions"
                 ;;
             backscatter__milter__subcmd__help,help)
                 cmd="backscatter__milter__subcmd__help__subcmd__help"
@@ -71,7 +77,7 @@ _backscatter__milter() {
 
     case "${cmd}" in
         backscatter__milter)
-            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen man completions help"
+            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,8 +150,42 @@ _backscatter__milter() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backscatter__subcmd__milter__subcmd__decisions)
+            opts="-e -c -h --action --kind --limit --explain --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --action)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backscatter__subcmd__milter__subcmd__help)
-            opts="sign verify classify postfix-map keygen man completions help"
+            opts="sign verify classify postfix-map keygen decisions man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +213,20 @@ _backscatter__milter() {
             return 0
             ;;
         backscatter__subcmd__milter__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__decisions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -25,14 +25,15 @@ function __fish_backscatter_milter_using_subcommand
 end
 
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s c -l config -d 'The configuration file' -r -F
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -l check-config -d 'Check the configuration (and the key file it names), then exit 0 or 1'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -l check-config -d 'Check the configuration and everything it names (key file, token file, socket owner, state directory) without writing anything; exit 0, or 78 on a configuration error'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -s V -l version -d 'Print version'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
-complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today). Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1. Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input. The ledger is only read'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "keygen" -d 'Print a new key line for the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "decisions" -d 'Print the last judged messages, newest first, read from the running milter\'s endpoint ([stats] listen, with the token of token_file)'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
 complete -c backscatter-milter -n "__fish_backscatter_milter_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -52,15 +53,23 @@ complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand po
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -l id -d 'The key id, 0-9' -r
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -l action -d 'Only those decided so: accept, tag, quarantine, reject' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -l kind -d 'Only this kind: bounce, delay, autoreply, challenge, ...' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -l limit -d 'At most this many' -r
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -s c -l config -d 'The configuration file' -r -F
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -s e -l explain -d 'Each reason in words under its row'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -l json -d 'The JSON as served'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand decisions" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand man" -s h -l help -d 'Print help'
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s c -l config -d 'The configuration file' -r -F
 complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
-complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "sign" -d 'Print ADDRESS with a BATV tag, signed on --date (default today). Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "verify" -d 'Check the BATV tag of ADDRESS on --date (default today): print the plain address and key id and exit 0, or say why not and exit 1. Reads only the config and the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "classify" -d 'Analyse messages (bounce, delay, auto-reply, ...): one result per FILE, `-` for standard input. The ledger is only read'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "postfix-map" -d 'Print Postfix\'s recipient_canonical_maps regexp table for the configured batv.sign_domains (reads only the config)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "keygen" -d 'Print a new key line for the key file'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "decisions" -d 'Print the last judged messages, newest first, read from the running milter\'s endpoint ([stats] listen, with the token of token_file)'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "man" -d 'Print the man page backscatter-milter(8), roff, on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
+complete -c backscatter-milter -n "__fish_backscatter_milter_using_subcommand help; and not __fish_seen_subcommand_from sign verify classify postfix-map keygen decisions man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
