@@ -19,6 +19,7 @@ pub mod milter;
 pub mod net;
 pub mod notify;
 pub mod outbound;
+pub mod quarantine;
 pub mod redis_ledger;
 pub mod reputation;
 pub mod session;

@@ -99,11 +99,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The messages we held (Postfix's hold queue, Sendmail's quarantine): list them
+    /// with our reasons, release or delete them through the MTA's own commands.
+    Quarantine {
+        /// Which MTA holds them.
+        #[arg(long, value_enum, default_value = "postfix", global = true)]
+        mta: backscatter_milter::quarantine::Mta,
+        /// Postfix's configuration directory (postqueue/postsuper -c), when not the
+        /// default.
+        #[arg(long, global = true)]
+        postfix_config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Print the man page backscatter-milter(8), roff, on standard output.
     #[command(hide = true)]
     Man,
     /// Print the completion script for SHELL on standard output.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// The messages we held, oldest first, with our verdict and reasons.
+    List {
+        /// Each reason in words under its row.
+        #[arg(long, short)]
+        explain: bool,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages (they are delivered now).
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete held messages (Postfix only).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -136,6 +172,11 @@ fn main() -> ExitCode {
             explain,
             json,
         }) => decisions(&cli.config, action, kind, limit, explain, json),
+        Some(Command::Quarantine {
+            mta,
+            postfix_config,
+            action,
+        }) => quarantine(&cli.config, mta, postfix_config, action),
         Some(Command::Classify {
             json,
             mail_from,
@@ -216,6 +257,77 @@ fn decisions(
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("decisions: {e}")),
+    }
+}
+
+fn quarantine(
+    config: &std::path::Path,
+    mta: backscatter_milter::quarantine::Mta,
+    postfix_config: Option<PathBuf>,
+    action: QuarantineAction,
+) -> ExitCode {
+    use backscatter_milter::quarantine::{Queue, table};
+    // The config names our header; without one, the default applies.
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(_) if !config.exists() => Config::default(),
+        Err(e) => return config_error(e),
+    };
+    let queue = Queue {
+        mta,
+        postfix_config,
+        header_name: config.milter.header_name.clone(),
+    };
+    let (verb, ids, op): (&str, Vec<String>, fn(&Queue, &str) -> _) = match action {
+        QuarantineAction::List { explain, json } => {
+            return match queue.list() {
+                Ok(held) if json => {
+                    for h in &held {
+                        println!("{}", serde_json::to_string(h).unwrap_or_default());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(held) => {
+                    print!("{}", table(&held, explain));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("quarantine list: {e}")),
+            };
+        }
+        QuarantineAction::Release { ids } => ("released", ids, Queue::release),
+        QuarantineAction::Delete { ids } => ("deleted", ids, Queue::delete),
+    };
+    // What was done goes to the milter's log (mail.log under the Debian package).
+    backscatter_milter::logging::init(&config.log);
+    let mut failed = false;
+    for id in &ids {
+        match op(&queue, id) {
+            Ok(h) => {
+                let reasons: Vec<String> = h
+                    .ours
+                    .reasons
+                    .iter()
+                    .map(|(c, p)| format!("{c}({p:+})"))
+                    .collect();
+                info!(
+                    "{id}: quarantine: {verb} by an admin (from=<{}> score={} reasons=[{}])",
+                    h.sender.escape_debug(),
+                    h.ours.score.unwrap_or(0),
+                    reasons.join(",").escape_debug()
+                );
+                println!("{id}: {verb}");
+            }
+            Err(e) => {
+                error!("{}: quarantine: not {verb}: {e}", id.escape_debug());
+                eprintln!("backscatter-milter: {id}: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -37,6 +37,9 @@ _backscatter__milter() {
             backscatter__milter,postfix-map)
                 cmd="backscatter__milter__subcmd__postfix__subcmd__map"
                 ;;
+            backscatter__milter,quarantine)
+                cmd="backscatter__milter__subcmd__quarantine"
+                ;;
             backscatter__milter,sign)
                 cmd="backscatter__milter__subcmd__sign"
                 ;;
@@ -64,11 +67,47 @@ _backscatter__milter() {
             backscatter__milter__subcmd__help,postfix-map)
                 cmd="backscatter__milter__subcmd__help__subcmd__postfix__subcmd__map"
                 ;;
+            backscatter__milter__subcmd__help,quarantine)
+                cmd="backscatter__milter__subcmd__help__subcmd__quarantine"
+                ;;
             backscatter__milter__subcmd__help,sign)
                 cmd="backscatter__milter__subcmd__help__subcmd__sign"
                 ;;
             backscatter__milter__subcmd__help,verify)
                 cmd="backscatter__milter__subcmd__help__subcmd__verify"
+                ;;
+            backscatter__milter__subcmd__help__subcmd__quarantine,delete)
+                cmd="backscatter__milter__subcmd__help__subcmd__quarantine__subcmd__delete"
+                ;;
+            backscatter__milter__subcmd__help__subcmd__quarantine,list)
+                cmd="backscatter__milter__subcmd__help__subcmd__quarantine__subcmd__list"
+                ;;
+            backscatter__milter__subcmd__help__subcmd__quarantine,release)
+                cmd="backscatter__milter__subcmd__help__subcmd__quarantine__subcmd__release"
+                ;;
+            backscatter__milter__subcmd__quarantine,delete)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__delete"
+                ;;
+            backscatter__milter__subcmd__quarantine,help)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__help"
+                ;;
+            backscatter__milter__subcmd__quarantine,list)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__list"
+                ;;
+            backscatter__milter__subcmd__quarantine,release)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__release"
+                ;;
+            backscatter__milter__subcmd__quarantine__subcmd__help,delete)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__help__subcmd__delete"
+                ;;
+            backscatter__milter__subcmd__quarantine__subcmd__help,help)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__help__subcmd__help"
+                ;;
+            backscatter__milter__subcmd__quarantine__subcmd__help,list)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__help__subcmd__list"
+                ;;
+            backscatter__milter__subcmd__quarantine__subcmd__help,release)
+                cmd="backscatter__milter__subcmd__quarantine__subcmd__help__subcmd__release"
                 ;;
             *)
                 ;;
@@ -77,7 +116,7 @@ _backscatter__milter() {
 
     case "${cmd}" in
         backscatter__milter)
-            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions man completions help"
+            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions quarantine man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,7 +224,7 @@ _backscatter__milter() {
             return 0
             ;;
         backscatter__subcmd__milter__subcmd__help)
-            opts="sign verify classify postfix-map keygen decisions man completions help"
+            opts="sign verify classify postfix-map keygen decisions quarantine man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,6 +335,62 @@ _backscatter__milter() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__quarantine)
+            opts="list release delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__quarantine__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__quarantine__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__quarantine__subcmd__release)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backscatter__subcmd__milter__subcmd__help__subcmd__sign)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -379,6 +474,196 @@ _backscatter__milter() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine)
+            opts="-c -h --mta --postfix-config --config --help list release delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mta)
+                    COMPREPLY=($(compgen -W "postfix sendmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --postfix-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__delete)
+            opts="-c -h --mta --postfix-config --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mta)
+                    COMPREPLY=($(compgen -W "postfix sendmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --postfix-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__help)
+            opts="list release delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__help__subcmd__release)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__list)
+            opts="-e -c -h --explain --json --mta --postfix-config --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mta)
+                    COMPREPLY=($(compgen -W "postfix sendmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --postfix-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__quarantine__subcmd__release)
+            opts="-c -h --mta --postfix-config --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mta)
+                    COMPREPLY=($(compgen -W "postfix sendmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --postfix-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
