@@ -281,6 +281,8 @@ struct RawBatv {
     max_bad_tags: u32,
     bad_tag_window_secs: u64,
     bad_tag_block_secs: u64,
+    learn_exemptions: bool,
+    learn_after: u32,
 }
 
 impl Default for RawBatv {
@@ -304,6 +306,8 @@ impl Default for RawBatv {
             max_bad_tags: 5,
             bad_tag_window_secs: 3600,
             bad_tag_block_secs: 3600,
+            learn_exemptions: false,
+            learn_after: 3,
         }
     }
 }
@@ -449,6 +453,10 @@ pub struct BatvConfig {
     pub signing_since: Option<i64>,
     /// Bad tags per client network before its tagged RCPTs are no longer verified.
     pub tag_guard: crate::tagguard::Limits,
+    /// Exempt, on their own, destinations that refused our tagged sender
+    /// `learn_after` times (`crate::exemptions`).
+    pub learn_exemptions: bool,
+    pub learn_after: u32,
 }
 
 impl BatvConfig {
@@ -786,6 +794,9 @@ impl Config {
                 "a non-loopback address needs token_file (or allow_unauthenticated = true)",
             ));
         }
+        if b.learn_after == 0 {
+            return Err(v.err("batv", "learn_after", "must be at least 1"));
+        }
         if st.recent_decisions > MAX_RECENT_DECISIONS {
             return Err(v.err(
                 "stats",
@@ -961,6 +972,8 @@ impl Config {
                     block_secs: b.bad_tag_block_secs,
                     ..Default::default()
                 },
+                learn_exemptions: b.learn_exemptions,
+                learn_after: b.learn_after,
             },
             verdict: VerdictConfig {
                 policy: Policy {

@@ -272,12 +272,16 @@ async fn handle(e: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 fn snapshot(rt: &crate::Runtime) -> serde_json::Value {
     let p = &rt.config.verdict.policy;
-    rt.stats.snapshot(
+    let mut s = rt.stats.snapshot(
         &rt.counters,
         rt.ledger.as_deref(),
         p.mode,
         (p.reject_threshold, p.quarantine_threshold, p.tag_threshold),
-    )
+    );
+    s["refusing_domains"] = rt
+        .exemptions
+        .snapshot(&rt.config.batv.exempt_recipient_domains);
+    s
 }
 
 async fn milter_accepts(spec: &SocketSpec) -> bool {
@@ -404,9 +408,11 @@ tr.decision{{cursor:pointer}} tr.decision td{{white-space:nowrap}} tr.decision:h
 <h2>Judged and stopped mail per minute, last 3 hours</h2>
 <svg id="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="judged (grey) and stopped (red) messages per minute">{bars}</svg>
 <h2>Top sources of stopped backscatter</h2><ul id="top">{top}</ul>
+{refusing}
 {recent}
 </body></html>
 "#,
+        refusing = refusing(&s["refusing_domains"]),
         recent = decisions_table(decisions, filter),
         version = esc(s["version"].as_str().unwrap_or("")),
         mode = esc(s["mode"].as_str().unwrap_or("")),
@@ -414,6 +420,35 @@ tr.decision{{cursor:pointer}} tr.decision td{{white-space:nowrap}} tr.decision:h
         qt = s["thresholds"]["quarantine"],
         tt = s["thresholds"]["tag"],
         uptime = n(&s["uptime_seconds"]),
+    )
+}
+
+/// Destinations that refused our tagged sender, and the line to add.
+fn refusing(r: &serde_json::Value) -> String {
+    let Some(list) = r["domains"].as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let mut rows = String::new();
+    for d in list {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(d["domain"].as_str().unwrap_or("")),
+            d["refusals"].as_u64().unwrap_or(0),
+            if d["exempted"] == true {
+                "exempted (learned)"
+            } else if d["configured"] == true {
+                "exempted (configured)"
+            } else if d["revoked"] == true {
+                "revoked"
+            } else {
+                "suggested"
+            },
+            esc(d["sample"].as_str().unwrap_or("")),
+        ));
+    }
+    format!(
+        "<h2>Destinations refusing our tagged sender</h2>\n<table id=\"refusing\"><tr><th>Domain</th><th>Refusals</th><th>State</th><th>Sample diagnostic</th></tr>\n{rows}</table>\n<p>To exempt them, in milter.toml [batv]: <code id=\"suggested\">{}</code></p>",
+        esc(r["suggested_line"].as_str().unwrap_or(""))
     )
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod decisions;
 pub mod dsn;
 pub mod evidence;
+pub mod exemptions;
 pub mod http;
 pub mod ledger;
 pub mod logging;
@@ -57,6 +58,8 @@ pub struct Runtime {
     pub stats: Arc<stats::Stats>,
     /// The last judged messages, for admins.
     pub decisions: Arc<decisions::Decisions>,
+    /// Destinations that refuse our tagged senders.
+    pub exemptions: Arc<exemptions::Learner>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -141,8 +144,14 @@ impl Runtime {
             config.stats.recent_decisions,
             config.stats.decision_addresses,
         ));
+        let exemptions = Arc::new(exemptions::Learner::open(
+            Some(config.ledger.state_dir.as_path()).filter(|d| config.batv.enabled() && d.is_dir()),
+            config.batv.learn_exemptions,
+            config.batv.learn_after,
+        ));
         Ok(Self {
             decisions,
+            exemptions,
             config,
             keys,
             counters,
@@ -174,8 +183,11 @@ impl Runtime {
                 tag_guard: old.tag_guard.clone(),
                 stats: old.stats.clone(),
                 decisions: old.decisions.clone(),
+                exemptions: old.exemptions.clone(),
             }
         };
+        rt.exemptions
+            .reload(rt.config.batv.learn_exemptions, rt.config.batv.learn_after);
         let st = &rt.config.stats;
         rt.decisions
             .configure(st.recent_decisions, st.decision_addresses);

@@ -112,11 +112,27 @@ enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// Destinations that refused our tagged sender: suggest exemptions (read from the
+    /// running milter's endpoint), or forget a learned one.
+    Exemptions {
+        #[command(subcommand)]
+        action: ExemptionsAction,
+    },
     /// Print the man page backscatter-milter(8), roff, on standard output.
     #[command(hide = true)]
     Man,
     /// Print the completion script for SHELL on standard output.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ExemptionsAction {
+    /// List them with their refusals and a sample diagnostic, and print the
+    /// exempt_recipient_domains line to add.
+    Suggest,
+    /// Revoke a learned exemption (in the state directory's refusing-domains.json;
+    /// the milter reads it at its next reload) and never learn it again.
+    Forget { domain: String },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +188,7 @@ fn main() -> ExitCode {
             explain,
             json,
         }) => decisions(&cli.config, action, kind, limit, explain, json),
+        Some(Command::Exemptions { action }) => exemptions(&cli.config, action),
         Some(Command::Quarantine {
             mta,
             postfix_config,
@@ -257,6 +274,74 @@ fn decisions(
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("decisions: {e}")),
+    }
+}
+
+fn exemptions(config: &std::path::Path, action: ExemptionsAction) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    match action {
+        ExemptionsAction::Suggest => {
+            let client = match backscatter_milter::decisions::Client::from_config(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("exemptions: {e}")),
+            };
+            let stats = match client.get_json("/stats") {
+                Ok(s) => s,
+                Err(e) => return fail(format!("exemptions: {e}")),
+            };
+            let r = &stats["refusing_domains"];
+            let list = r["domains"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("No destination has refused our tagged sender.");
+                return ExitCode::SUCCESS;
+            }
+            println!("{:<32} {:>8}  {:<22} SAMPLE", "DOMAIN", "REFUSALS", "STATE");
+            for d in &list {
+                let state = if d["exempted"] == true {
+                    "exempted (learned)"
+                } else if d["configured"] == true {
+                    "exempted (configured)"
+                } else if d["revoked"] == true {
+                    "revoked"
+                } else {
+                    "suggested"
+                };
+                let sample: String = d["sample"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect();
+                println!(
+                    "{:<32} {:>8}  {:<22} {sample}",
+                    d["domain"]
+                        .as_str()
+                        .unwrap_or("")
+                        .escape_debug()
+                        .to_string(),
+                    d["refusals"].as_u64().unwrap_or(0),
+                    state
+                );
+            }
+            println!("\nTo exempt them, in milter.toml [batv]:");
+            println!("{}", r["suggested_line"].as_str().unwrap_or(""));
+            ExitCode::SUCCESS
+        }
+        ExemptionsAction::Forget { domain } => {
+            match backscatter_milter::exemptions::forget(&config.ledger.state_dir, &domain) {
+                Ok(true) => {
+                    println!(
+                        "{domain}: forgotten (never learned again); takes effect at the milter's next reload"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(format!("{domain}: not a domain that refused our tags")),
+                Err(e) => fail(format!("exemptions: {e}")),
+            }
+        }
     }
 }
 

@@ -416,6 +416,7 @@ impl Session {
             &rcpt_keys,
             today,
         );
+        let signing = rt.exemptions.apply(signing, &rcpt_keys);
         let header = |name: &str| {
             msg.headers
                 .iter()
@@ -531,6 +532,7 @@ impl Session {
             &analysis,
             &v,
         );
+        rt.exemptions.observe(&analysis, ev.valid_tag, now);
         if v.judged
             && v.decided >= Action::Quarantine
             && let Some(ip) = self.client_addr

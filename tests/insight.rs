@@ -546,3 +546,223 @@ fn the_hold_queue_through_postfix() {
     let out = quarantine(&w, &["list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing held"));
 }
+
+/// Three real Postfix instances: ours (with the milter), a relay that sends our mail
+/// on and bounces what is refused back to us over SMTP, and a destination whose
+/// smtpd_sender_restrictions refuse tagged senders. The refusals are counted; after
+/// `learn_after` of them mail to that domain leaves unsigned (and is accepted);
+/// `exemptions suggest` shows the line to add; `exemptions forget` revokes it.
+#[test]
+fn a_destination_refusing_our_tags_is_learned() {
+    use backscatter_milter::{Runtime, config::Config};
+    if !postfix_available() {
+        return;
+    }
+    let dir = temp_dir();
+    let cfg = format!(
+        "{}\nlearn_exemptions = true\nlearn_after = 2\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n[stats]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        batv_config(dir.path(), "trusted_networks = []"),
+        dir.path().join("state").display(),
+        token_file(dir.path())
+    );
+    let milter = TestMilter::start(&cfg);
+    let senders = dir.path().join("senders.regexp");
+    std::fs::write(
+        &senders,
+        "/^prvs=/ REJECT tagged senders are not accepted here\n",
+    )
+    .unwrap();
+    let strict = Rig::start(
+        "",
+        &[
+            ("myhostname", "mx.strict.example"),
+            (
+                "smtpd_sender_restrictions",
+                &format!("check_sender_access regexp:{}", senders.display()),
+            ),
+        ],
+    );
+    let relay_host = format!("[127.0.0.1]:{}", strict.smtp_port);
+    let relay = Rig::start(
+        "",
+        &[
+            ("myhostname", "relay.example.net"),
+            ("relayhost", relay_host.as_str()),
+        ],
+    );
+    let mut ours_cf: Vec<(&str, &str)> = common::BATV_MAIN_CF.to_vec();
+    let transport = format!(
+        "inline:{{ strict.example=smtp:[127.0.0.1]:{} }}",
+        relay.smtp_port
+    );
+    ours_cf.push(("transport_maps", &transport));
+    let ours = Rig::start(&milter.socket(), &ours_cf);
+    // The relay returns bounces for example.org to us.
+    let back = format!(
+        "transport_maps=inline:{{ example.org=smtp:[127.0.0.1]:{} }}",
+        ours.smtp_port
+    );
+    let c = relay.config_dir();
+    for args in [
+        vec!["-c", c.to_str().unwrap(), "-e", &back],
+        vec!["-c", c.to_str().unwrap(), "-e", "bounce_queue_lifetime=0"],
+    ] {
+        assert!(
+            Command::new("/usr/sbin/postconf")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    assert!(
+        Command::new("/usr/sbin/postfix")
+            .args(["-c", c.to_str().unwrap(), "reload"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    let send = |n: usize| {
+        let (ok, t) = ours.swaks_port(
+            ours.submission_port,
+            &[
+                "--from",
+                USER,
+                "--to",
+                "friend@strict.example",
+                "--header",
+                &format!("Subject: to the strict list {n}"),
+            ],
+        );
+        assert!(ok, "{t}");
+    };
+    let refusals = |want: u64| {
+        let t = std::time::Instant::now();
+        loop {
+            let (_, body) = http_get(milter.stats_addr.unwrap(), "/stats", Some(TOKEN));
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let d = s["refusing_domains"]["domains"]
+                .as_array()
+                .and_then(|l| l.iter().find(|d| d["domain"] == "strict.example").cloned());
+            if d.as_ref().is_some_and(|d| d["refusals"] == want) {
+                return (s, d.unwrap());
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "{want} refusals from strict.example: {s:#}\nours:\n{}\nrelay:\n{}",
+                ours.maillog(),
+                relay.maillog()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    send(1);
+    let (_, d) = refusals(1);
+    assert_eq!(d["exempted"], false);
+    assert!(
+        d["sample"]
+            .as_str()
+            .unwrap()
+            .contains("Sender address rejected: tagged senders are not accepted here"),
+        "{d:#}"
+    );
+    // The bounce came back to the tag over SMTP, was judged ours and delivered.
+    let back = ours.wait_delivered(1);
+    assert!(
+        back.iter().any(|m| m.mail_from == "<>"
+            && m.header("X-Backscatter")
+                .join("")
+                .contains("verdict=accept")),
+        "{back:?}"
+    );
+    send(2);
+    let (stats, d) = refusals(2);
+    assert_eq!(d["exempted"], true, "learned after 2: {stats:#}");
+    assert_eq!(
+        stats["refusing_domains"]["suggested_line"],
+        "exempt_recipient_domains = [\"strict.example\"]"
+    );
+    // Persisted in the state directory.
+    let file = dir.path().join("state/refusing-domains.json");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("\"strict.example\"")
+    );
+
+    // The next message leaves unsigned, and the destination takes it.
+    send(3);
+    let t = std::time::Instant::now();
+    while strict.delivered().is_empty() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "strict.example never accepted the unsigned message: {}",
+            strict.maillog()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = strict.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, format!("<{USER}>"), "unsigned");
+    assert!(got[0].content.contains("to the strict list 3"));
+
+    // The admin's view and the exact line.
+    let admin = dir.path().join("admin.toml");
+    std::fs::write(
+        &admin,
+        format!(
+            "[stats]\nlisten = \"{}\"\ntoken_file = \"{}\"\n[ledger]\nstate_dir = \"{}\"\n",
+            milter.stats_addr.unwrap(),
+            dir.path().join("stats.token").display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", admin.to_str().unwrap(), "exemptions", "suggest"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::transcript(&out));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("strict.example"))
+        .unwrap();
+    assert!(
+        row.contains(" 2 ") && row.contains("exempted (learned)"),
+        "{row}"
+    );
+    assert!(text.contains("Sender address rejected"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "exempt_recipient_domains = [\"strict.example\"]"),
+        "{text}"
+    );
+    let (_, page) = http_get(milter.stats_addr.unwrap(), "/", Some(TOKEN));
+    assert!(page.contains("id=\"refusing\"") && page.contains("strict.example"));
+
+    // Revoked: after the reload, mail to it is signed again (and refused again).
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            admin.to_str().unwrap(),
+            "exemptions",
+            "forget",
+            "strict.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::transcript(&out));
+    let old = milter.shared.current();
+    let config = Config::parse(&cfg, "test").unwrap();
+    milter
+        .shared
+        .replace(Runtime::reload(config, &old).unwrap());
+    send(4);
+    let (_, d) = refusals(1);
+    assert_eq!(d["revoked"], true);
+    assert_eq!(d["exempted"], false);
+    assert_eq!(strict.delivered().len(), 1, "refused again, never accepted");
+}

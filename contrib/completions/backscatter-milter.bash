@@ -25,6 +25,9 @@ _backscatter__milter() {
             backscatter__milter,decisions)
                 cmd="backscatter__milter__subcmd__decisions"
                 ;;
+            backscatter__milter,exemptions)
+                cmd="backscatter__milter__subcmd__exemptions"
+                ;;
             backscatter__milter,help)
                 cmd="backscatter__milter__subcmd__help"
                 ;;
@@ -46,6 +49,24 @@ _backscatter__milter() {
             backscatter__milter,verify)
                 cmd="backscatter__milter__subcmd__verify"
                 ;;
+            backscatter__milter__subcmd__exemptions,forget)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__forget"
+                ;;
+            backscatter__milter__subcmd__exemptions,help)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__help"
+                ;;
+            backscatter__milter__subcmd__exemptions,suggest)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__suggest"
+                ;;
+            backscatter__milter__subcmd__exemptions__subcmd__help,forget)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__help__subcmd__forget"
+                ;;
+            backscatter__milter__subcmd__exemptions__subcmd__help,help)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__help__subcmd__help"
+                ;;
+            backscatter__milter__subcmd__exemptions__subcmd__help,suggest)
+                cmd="backscatter__milter__subcmd__exemptions__subcmd__help__subcmd__suggest"
+                ;;
             backscatter__milter__subcmd__help,classify)
                 cmd="backscatter__milter__subcmd__help__subcmd__classify"
                 ;;
@@ -54,6 +75,9 @@ _backscatter__milter() {
                 ;;
             backscatter__milter__subcmd__help,decisions)
                 cmd="backscatter__milter__subcmd__help__subcmd__decisions"
+                ;;
+            backscatter__milter__subcmd__help,exemptions)
+                cmd="backscatter__milter__subcmd__help__subcmd__exemptions"
                 ;;
             backscatter__milter__subcmd__help,help)
                 cmd="backscatter__milter__subcmd__help__subcmd__help"
@@ -75,6 +99,12 @@ _backscatter__milter() {
                 ;;
             backscatter__milter__subcmd__help,verify)
                 cmd="backscatter__milter__subcmd__help__subcmd__verify"
+                ;;
+            backscatter__milter__subcmd__help__subcmd__exemptions,forget)
+                cmd="backscatter__milter__subcmd__help__subcmd__exemptions__subcmd__forget"
+                ;;
+            backscatter__milter__subcmd__help__subcmd__exemptions,suggest)
+                cmd="backscatter__milter__subcmd__help__subcmd__exemptions__subcmd__suggest"
                 ;;
             backscatter__milter__subcmd__help__subcmd__quarantine,delete)
                 cmd="backscatter__milter__subcmd__help__subcmd__quarantine__subcmd__delete"
@@ -116,7 +146,7 @@ _backscatter__milter() {
 
     case "${cmd}" in
         backscatter__milter)
-            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions quarantine man completions help"
+            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions quarantine exemptions man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,8 +253,130 @@ _backscatter__milter() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        backscatter__subcmd__milter__subcmd__exemptions)
+            opts="-c -h --config --help suggest forget help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__forget)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__help)
+            opts="suggest forget help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__help__subcmd__suggest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__exemptions__subcmd__suggest)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         backscatter__subcmd__milter__subcmd__help)
-            opts="sign verify classify postfix-map keygen decisions quarantine man completions help"
+            opts="sign verify classify postfix-map keygen decisions quarantine exemptions man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,6 +420,48 @@ _backscatter__milter() {
         backscatter__subcmd__milter__subcmd__help__subcmd__decisions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__exemptions)
+            opts="suggest forget"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__exemptions__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__exemptions__subcmd__suggest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
