@@ -393,8 +393,10 @@ mod tests {
         let l = Learner::open(Some(dir.path()), true, 2);
         let sign = || Signing::Sign("prvs=x=u@example.org".into());
         let rcpts = ["a@lists.strict.example".to_string()];
-        let mut e = Entry::default();
-        e.refusals = 1;
+        let e = Entry {
+            refusals: 1,
+            ..Default::default()
+        };
         l.lock().insert("strict.example".into(), e);
         assert_eq!(l.apply(sign(), &rcpts), sign());
         l.lock().get_mut("strict.example").unwrap().refusals = 2;
