@@ -22,6 +22,7 @@ pub mod notify;
 pub mod outbound;
 pub mod quarantine;
 pub mod redis_ledger;
+pub mod report;
 pub mod reputation;
 pub mod session;
 pub mod signature;

@@ -118,6 +118,19 @@ enum Command {
         #[command(subcommand)]
         action: ExemptionsAction,
     },
+    /// What enforce would have done (read from the running milter's endpoint): counts
+    /// by decided action and reason, top sources, proofs that saved genuine
+    /// bounces, any bounce to a valid tag that would be stopped, and a readiness
+    /// line. Exit 0 when ready, 3 when not.
+    Report {
+        /// Only decisions at most this old: 90s, 30m, 12h, 7d (default: all
+        /// remembered, see [stats] recent_decisions).
+        #[arg(long)]
+        since: Option<String>,
+        /// Judged messages needed before the verdict can be ready.
+        #[arg(long, default_value_t = 20)]
+        min_judged: usize,
+    },
     /// Print the man page backscatter-milter(8), roff, on standard output.
     #[command(hide = true)]
     Man,
@@ -188,6 +201,7 @@ fn main() -> ExitCode {
             explain,
             json,
         }) => decisions(&cli.config, action, kind, limit, explain, json),
+        Some(Command::Report { since, min_judged }) => report(&cli.config, since, min_judged),
         Some(Command::Exemptions { action }) => exemptions(&cli.config, action),
         Some(Command::Quarantine {
             mta,
@@ -274,6 +288,40 @@ fn decisions(
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("decisions: {e}")),
+    }
+}
+
+fn report(config: &std::path::Path, since: Option<String>, min_judged: usize) -> ExitCode {
+    use backscatter_milter::report;
+    let since = match since.as_deref().map(report::parse_duration) {
+        Some(None) => return fail("report: --since: expected e.g. 90s, 30m, 12h or 7d"),
+        Some(s) => s,
+        None => None,
+    };
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let client = match backscatter_milter::decisions::Client::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("report: {e}")),
+    };
+    let (stats, decisions) = match (client.get_json("/stats"), client.get_json("/decisions")) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(format!("report: {e}")),
+    };
+    let (text, r) = report::render(
+        &stats,
+        &decisions,
+        backscatter_milter::unix_now(),
+        since,
+        min_judged,
+    );
+    print!("{text}");
+    if r.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
     }
 }
 

@@ -766,3 +766,81 @@ fn a_destination_refusing_our_tags_is_learned() {
     assert_eq!(d["exempted"], false);
     assert_eq!(strict.delivered().len(), 1, "refused again, never accepted");
 }
+
+/// Observe mode through Postfix: the report says what enforce would have done and
+/// whether it is safe to switch.
+#[test]
+fn observe_report_through_postfix() {
+    if !postfix_available() {
+        return;
+    }
+    let w = world("mode = \"observe\"", "");
+    let ours = w.send_ours("a genuine one");
+    let tagged = ours.mail_from.trim_matches(['<', '>']).to_string();
+    let (ok, t) = w.bounce("genuine.eml", &tagged, &ndr_for(FRIEND, &ours.content));
+    assert!(ok, "{t}");
+    let spam = std::fs::read_to_string(format!(
+        "{FIX}/corpus/sisimai/maildir/bsd/lhost-sendmail-01.eml"
+    ))
+    .unwrap();
+    for i in 0..2 {
+        let (ok, t) = w.bounce(&format!("forged{i}.eml"), USER, &spam);
+        assert!(ok, "observe delivers: {t}");
+    }
+    let (ok, t) = w.bounce("bare.eml", USER, &ndr_for(FRIEND, ""));
+    assert!(ok, "{t}");
+    let report = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--config", w.admin_config().to_str().unwrap(), "report"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = report(&["--min-judged", "4", "--since", "1h"]);
+    assert_eq!(code, Some(0), "{text}");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("reject")[1], "2", "{text}");
+    assert_eq!(line("reject")[2], "(0", "observe applied none: {text}");
+    assert_eq!(line("quarantine")[1], "1");
+    assert_eq!(line("accept")[1], "1");
+    assert_eq!(line("foreign_original")[1], "2");
+    assert_eq!(
+        line("valid_tag")[1],
+        "1",
+        "the genuine bounce saved by its tag"
+    );
+    assert!(
+        text.contains("client         127.0.0.1") && text.contains("smtpgw.example.jp"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Bounces to a valid tag of ours that enforce would stop: 0"),
+        "{text}"
+    );
+    assert!(
+        text.lines().last().unwrap().starts_with(
+            "READY: no genuine bounce would be stopped; enforce would reject 2 and hold 1 of 4 judged"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(local_part()));
+    let (code, text) = report(&[]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("NOT READY: only 4 judged message(s) seen, at least 20 wanted"),
+        "{text}"
+    );
+}

@@ -43,6 +43,9 @@ _backscatter__milter() {
             backscatter__milter,quarantine)
                 cmd="backscatter__milter__subcmd__quarantine"
                 ;;
+            backscatter__milter,report)
+                cmd="backscatter__milter__subcmd__report"
+                ;;
             backscatter__milter,sign)
                 cmd="backscatter__milter__subcmd__sign"
                 ;;
@@ -93,6 +96,9 @@ _backscatter__milter() {
                 ;;
             backscatter__milter__subcmd__help,quarantine)
                 cmd="backscatter__milter__subcmd__help__subcmd__quarantine"
+                ;;
+            backscatter__milter__subcmd__help,report)
+                cmd="backscatter__milter__subcmd__help__subcmd__report"
                 ;;
             backscatter__milter__subcmd__help,sign)
                 cmd="backscatter__milter__subcmd__help__subcmd__sign"
@@ -146,7 +152,7 @@ _backscatter__milter() {
 
     case "${cmd}" in
         backscatter__milter)
-            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions quarantine exemptions man completions help"
+            opts="-c -h -V --config --check-config --help --version sign verify classify postfix-map keygen decisions quarantine exemptions report man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -376,7 +382,7 @@ _backscatter__milter() {
             return 0
             ;;
         backscatter__subcmd__milter__subcmd__help)
-            opts="sign verify classify postfix-map keygen decisions quarantine exemptions man completions help"
+            opts="sign verify classify postfix-map keygen decisions quarantine exemptions report man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -574,6 +580,20 @@ _backscatter__milter() {
         backscatter__subcmd__milter__subcmd__help__subcmd__quarantine__subcmd__release)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -855,6 +875,36 @@ _backscatter__milter() {
                     return 0
                     ;;
                 --postfix-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        backscatter__subcmd__milter__subcmd__report)
+            opts="-c -h --since --min-judged --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-judged)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
