@@ -87,6 +87,20 @@ const SENDER_CHECKS: &[&str] = &[
     "envelope sender",
 ];
 
+/// A diagnostic as kept: no control characters, at most `MAX_SAMPLE` characters,
+/// and no local part of any address (it often quotes our user's tagged sender).
+pub fn redact(diagnostic: &str) -> String {
+    static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"[^\s<>()\[\]"',;:@]+@"#).expect("a valid regex")
+    });
+    let short: String = diagnostic
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_SAMPLE)
+        .collect();
+    ADDRESS.replace_all(&short, "*@").into_owned()
+}
+
 /// One refusing domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -192,14 +206,7 @@ impl Learner {
             };
             let domain = a.domain().to_string();
             if !counted.iter().any(|(d, _)| *d == domain) {
-                let sample: String = r
-                    .diagnostic
-                    .as_deref()
-                    .unwrap_or("")
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(MAX_SAMPLE)
-                    .collect();
+                let sample = redact(r.diagnostic.as_deref().unwrap_or(""));
                 counted.push((domain, sample));
             }
         }

@@ -680,6 +680,11 @@ fn a_destination_refusing_our_tags_is_learned() {
     send(2);
     let (stats, d) = refusals(2);
     assert_eq!(d["exempted"], true, "learned after 2: {stats:#}");
+    assert!(
+        d["sample"].as_str().unwrap().contains("<*@example.org>"),
+        "{d:#}"
+    );
+    assert!(!stats.to_string().contains(local_part()), "{stats:#}");
     assert_eq!(
         stats["refusing_domains"]["suggested_line"],
         "exempt_recipient_domains = [\"strict.example\"]"
