@@ -134,18 +134,25 @@ pub fn parse_postqueue(json_lines: &str) -> Vec<Held> {
         .collect()
 }
 
-/// Sendmail's `mailq -qQ` output: the quarantined messages (no headers: the reason
-/// line Sendmail keeps is ours, "backscatter-milter: suspected backscatter (score
-/// N: reasons)").
-pub fn parse_mailq(text: &str) -> Vec<Held> {
-    let mut out: Vec<Held> = Vec::new();
+/// Sendmail's `mailq -qQ` output: its queue directory and the quarantined messages
+/// whose reason is ours ("backscatter-milter: suspected backscatter (score N:
+/// reasons)"). mailq cuts the reason short: `read_queue_file` completes it.
+pub fn parse_mailq(text: &str) -> (Option<PathBuf>, Vec<Held>) {
+    let mut dir = None;
+    let mut out: Vec<(Held, bool)> = Vec::new();
     for line in text.lines() {
         let t = line.trim();
-        if t.is_empty() || t.starts_with("/") || t.starts_with("-") || t.starts_with("Total") {
+        if t.starts_with('/') {
+            if let Some((d, _)) = t.split_once(" (") {
+                dir = Some(PathBuf::from(d));
+            }
+            continue;
+        }
+        if t.is_empty() || t.starts_with('-') || t.starts_with("Total") {
             continue;
         }
         if !line.starts_with([' ', '\t']) {
-            // "ID*   size Date time <sender>"
+            // "ID[*]   size Date time <sender>"
             let mut it = t.split_whitespace();
             let id = it.next().unwrap_or("").trim_end_matches('*');
             if !valid_id(id) {
@@ -156,33 +163,72 @@ pub fn parse_mailq(text: &str) -> Vec<Held> {
                 .rsplit_once(' ')
                 .map(|(_, s)| s.trim_matches(['<', '>']).to_string())
                 .unwrap_or_default();
-            out.push(Held {
-                id: id.to_string(),
-                arrival: 0,
-                sender,
-                recipients: Vec::new(),
-                size,
-                ours: OurVerdict::default(),
-            });
-        } else if let Some(h) = out.last_mut() {
+            out.push((
+                Held {
+                    id: id.to_string(),
+                    arrival: 0,
+                    sender,
+                    recipients: Vec::new(),
+                    size,
+                    ours: OurVerdict::default(),
+                },
+                false,
+            ));
+        } else if let Some((h, ours)) = out.last_mut() {
             if let Some(reason) = t.strip_prefix("QUARANTINE:") {
-                if let Some(inner) = reason
-                    .trim()
-                    .strip_prefix("backscatter-milter: suspected backscatter (score ")
-                    .and_then(|r| r.strip_suffix(')'))
-                    && let Some((score, reasons)) = inner.split_once(": ")
-                {
-                    h.ours = parse_header(&format!(
-                        "verdict=quarantine; score={score}; reasons={reasons}"
-                    ));
-                }
+                *ours = reason.trim().starts_with("backscatter-milter:");
+                h.ours = parse_reason(reason.trim());
             } else if !t.starts_with('(') {
                 h.recipients.push(t.trim_matches(['<', '>']).to_string());
             }
         }
     }
-    out.retain(|h| h.ours.verdict.is_some());
-    out
+    (
+        dir,
+        out.into_iter()
+            .filter(|(_, o)| *o)
+            .map(|(h, _)| h)
+            .collect(),
+    )
+}
+
+/// Our quarantine reason, as far as it goes.
+fn parse_reason(reason: &str) -> OurVerdict {
+    let inner = reason
+        .strip_prefix("backscatter-milter: suspected backscatter (score ")
+        .unwrap_or("");
+    let inner = inner.strip_suffix(')').unwrap_or(inner);
+    let (score, reasons) = inner.split_once(": ").unwrap_or((inner, ""));
+    let mut v = parse_header(&format!("score={score}; reasons={reasons}"));
+    v.verdict = Some("quarantine".into());
+    v
+}
+
+/// A Sendmail queue file (qf, or hf once quarantined): our header's verdict, from
+/// its `H` lines (`H??Name: value`, continued on tab-indented lines).
+pub fn read_queue_file(qf: &str, header_name: &str) -> Option<OurVerdict> {
+    let mut headers = String::new();
+    let mut in_header = false;
+    for line in qf.lines() {
+        if let Some(h) = line.strip_prefix('H') {
+            // An optional ?flags? or ?${macro}? condition before the name.
+            let h = match h.strip_prefix('?') {
+                Some(rest) => rest.split_once('?').map_or(rest, |(_, r)| r),
+                None => h,
+            };
+            headers.push_str(h);
+            headers.push('\n');
+            in_header = true;
+        } else if in_header && line.starts_with(['\t', ' ']) {
+            headers.push_str(line);
+            headers.push('\n');
+        } else {
+            in_header = false;
+        }
+    }
+    header_value(&headers, header_name)
+        .map(|v| parse_header(&v))
+        .filter(|v| v.verdict.is_some())
 }
 
 /// The MTA's commands.
@@ -246,7 +292,20 @@ impl Queue {
                 held.sort_by_key(|h| h.arrival);
                 Ok(held)
             }
-            Mta::Sendmail => Ok(parse_mailq(&run(Command::new(tool("mailq")).arg("-qQ"))?)),
+            Mta::Sendmail => {
+                let (dir, mut held) = parse_mailq(&run(Command::new(tool("mailq")).arg("-qQ"))?);
+                for h in &mut held {
+                    let file = dir.as_ref().and_then(|d| {
+                        std::fs::read_to_string(d.join(format!("hf{}", h.id)))
+                            .or_else(|_| std::fs::read_to_string(d.join(format!("qf{}", h.id))))
+                            .ok()
+                    });
+                    if let Some(v) = file.and_then(|f| read_queue_file(&f, &self.header_name)) {
+                        h.ours = v;
+                    }
+                }
+                Ok(held)
+            }
         }
     }
 
@@ -271,7 +330,7 @@ impl Queue {
             }
             Mta::Sendmail => {
                 run(Command::new(tool("sendmail")).args(["-qQ", &format!("-qI{id}"), "-Q"]))?;
-                let _ = run(Command::new(tool("sendmail")).arg(format!("-qI{id}")));
+                let _ = run(Command::new(tool("sendmail")).args(["-q", &format!("-qI{id}")]));
             }
         }
         Ok(h)
@@ -404,11 +463,17 @@ not json"#;
     #[test]
     fn sendmail_quarantine_listing() {
         let q = "\t\t/var/spool/mqueue (1 request)\n-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n5AQ0Gx1a000123     1234 Thu Nov 26 03:16 <>\n     QUARANTINE: backscatter-milter: suspected backscatter (score 8: untagged(+5),no_original(+3))\n                                         <user@example.org>\n5AQ0Gx1a000124     1234 Thu Nov 26 03:16 <a@b.example>\n     QUARANTINE: held by someone else\n                                         <user@example.org>\n\t\tTotal requests: 2\n";
-        let h = parse_mailq(q);
+        let (dir, h) = parse_mailq(q);
+        assert_eq!(dir.as_deref(), Some(Path::new("/var/spool/mqueue")));
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h[0].id, "5AQ0Gx1a000123");
         assert_eq!(h[0].recipients, ["user@example.org"]);
         assert_eq!(h[0].ours.score, Some(8));
         assert_eq!(h[0].ours.reasons.len(), 2);
+        let qf = "V8\nT1795000000\nqbackscatter-milter: x\nH?P?Return-Path: <>\nH??X-Backscatter: null-sender=yes; kind=bounce; verdict=quarantine;\n\tscore=15; reasons=untagged(+5),foreign_original(+10)\nH??Subject: s\n.\n";
+        let v = read_queue_file(qf, "X-Backscatter").unwrap();
+        assert_eq!(v.score, Some(15));
+        assert_eq!(v.kind.as_deref(), Some("bounce"));
+        assert_eq!(v.reasons.len(), 2);
     }
 }
