@@ -42,13 +42,30 @@ struct RawConfig {
     stats: RawStats,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawStats {
     listen: String,
     token_file: String,
     allow_unauthenticated: bool,
+    recent_decisions: usize,
+    decision_addresses: String,
 }
+
+impl Default for RawStats {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            token_file: String::new(),
+            allow_unauthenticated: false,
+            recent_decisions: 1000,
+            decision_addresses: "domain".into(),
+        }
+    }
+}
+
+/// The most decisions kept in memory (`stats.recent_decisions`).
+pub const MAX_RECENT_DECISIONS: usize = 100_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +281,8 @@ struct RawBatv {
     max_bad_tags: u32,
     bad_tag_window_secs: u64,
     bad_tag_block_secs: u64,
+    learn_exemptions: bool,
+    learn_after: u32,
 }
 
 impl Default for RawBatv {
@@ -287,6 +306,8 @@ impl Default for RawBatv {
             max_bad_tags: 5,
             bad_tag_window_secs: 3600,
             bad_tag_block_secs: 3600,
+            learn_exemptions: false,
+            learn_after: 3,
         }
     }
 }
@@ -432,6 +453,10 @@ pub struct BatvConfig {
     pub signing_since: Option<i64>,
     /// Bad tags per client network before its tagged RCPTs are no longer verified.
     pub tag_guard: crate::tagguard::Limits,
+    /// Exempt, on their own, destinations that refused our tagged sender
+    /// `learn_after` times (`crate::exemptions`).
+    pub learn_exemptions: bool,
+    pub learn_after: u32,
 }
 
 impl BatvConfig {
@@ -471,6 +496,9 @@ pub struct StatsConfig {
     /// Where the HTTP endpoint listens; `None`: off.
     pub listen: Option<std::net::SocketAddr>,
     pub token_file: Option<PathBuf>,
+    /// How many judged messages `/decisions` keeps; 0: none.
+    pub recent_decisions: usize,
+    pub decision_addresses: crate::decisions::AddressView,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -766,6 +794,24 @@ impl Config {
                 "a non-loopback address needs token_file (or allow_unauthenticated = true)",
             ));
         }
+        if b.learn_after == 0 {
+            return Err(v.err("batv", "learn_after", "must be at least 1"));
+        }
+        if st.recent_decisions > MAX_RECENT_DECISIONS {
+            return Err(v.err(
+                "stats",
+                "recent_decisions",
+                "at most 100000 (each takes about half a kilobyte of memory)",
+            ));
+        }
+        let decision_addresses = crate::decisions::AddressView::parse(&st.decision_addresses)
+            .ok_or_else(|| {
+                v.err(
+                    "stats",
+                    "decision_addresses",
+                    "expected \"domain\" or \"hash\"",
+                )
+            })?;
         let today = crate::batv::today();
         if signing_since.is_some_and(|d| d > today) {
             return Err(v.err(
@@ -926,6 +972,8 @@ impl Config {
                     block_secs: b.bad_tag_block_secs,
                     ..Default::default()
                 },
+                learn_exemptions: b.learn_exemptions,
+                learn_after: b.learn_after,
             },
             verdict: VerdictConfig {
                 policy: Policy {
@@ -960,6 +1008,8 @@ impl Config {
                 token_file: Some(st.token_file)
                     .filter(|t| !t.is_empty())
                     .map(PathBuf::from),
+                recent_decisions: st.recent_decisions,
+                decision_addresses,
             },
         })
     }

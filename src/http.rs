@@ -14,7 +14,10 @@
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `GET /stats`: JSON snapshot (uptime, mode, thresholds, counters, top sources).
 //! - `GET /healthz`: 200 when the milter socket accepts a connection, else 503.
-//! - `GET /`: a self-contained HTML page (no external assets), refreshing itself.
+//! - `GET /decisions`: JSON, the last judged messages, newest first
+//!   (`?action=reject&kind=bounce&limit=N`).
+//! - `GET /`: a self-contained HTML page (no external assets), refreshing itself;
+//!   `?action=&kind=` filter its table of recent decisions.
 //!
 //! With a token configured, every request needs `Authorization: Bearer <token>`
 //! (compared in constant time); 401 otherwise.
@@ -245,23 +248,40 @@ async fn handle(e: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/" => reply(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            page(&snapshot(&rt)),
-        ),
+        "/decisions" => match crate::decisions::Filter::parse(req.uri().query().unwrap_or("")) {
+            Ok(f) => reply(
+                StatusCode::OK,
+                "application/json",
+                crate::decisions::to_json(&rt.decisions, &f).to_string(),
+            ),
+            Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("400 {e}\n")),
+        },
+        "/" => {
+            let mut f = crate::decisions::Filter::parse(req.uri().query().unwrap_or(""))
+                .unwrap_or_default();
+            f.limit = Some(f.limit.unwrap_or(100).min(1000));
+            reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page(&snapshot(&rt), &rt.decisions.list(&f), &f),
+            )
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "404 not found\n"),
     }
 }
 
 fn snapshot(rt: &crate::Runtime) -> serde_json::Value {
     let p = &rt.config.verdict.policy;
-    rt.stats.snapshot(
+    let mut s = rt.stats.snapshot(
         &rt.counters,
         rt.ledger.as_deref(),
         p.mode,
         (p.reject_threshold, p.quarantine_threshold, p.tag_threshold),
-    )
+    );
+    s["refusing_domains"] = rt
+        .exemptions
+        .snapshot(&rt.config.batv.exempt_recipient_domains);
+    s
 }
 
 async fn milter_accepts(spec: &SocketSpec) -> bool {
@@ -295,7 +315,11 @@ fn esc(s: &str) -> String {
 
 /// The page for a person: key numbers, the verdict mix and a chart of judged and
 /// stopped mail per minute, as inline SVG; it reloads itself every 30 seconds.
-pub fn page(s: &serde_json::Value) -> String {
+pub fn page(
+    s: &serde_json::Value,
+    decisions: &[crate::decisions::Decision],
+    filter: &crate::decisions::Filter,
+) -> String {
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let mut rows = String::new();
     for (label, value) in [
@@ -373,6 +397,8 @@ table{{border-collapse:collapse}} th{{text-align:left;padding:2px 12px 2px 0;fon
 td.num{{text-align:right;font-weight:bold}} ul{{list-style:none;padding:0}} li{{display:inline-block;margin-right:1.5em}}
 .reject{{color:#b00}} .quarantine{{color:#c60}} .tag{{color:#06c}} .accept{{color:#070}}
 svg{{border:1px solid #ccc;background:#fafafa}} .judged{{fill:#bbb}} .stopped{{fill:#c33}}
+#decisions th{{font-weight:bold;border-bottom:1px solid #999}} #decisions td{{padding:2px 10px 2px 0;border-bottom:1px solid #eee;vertical-align:top}}
+tr.decision{{cursor:pointer}} tr.decision td{{white-space:nowrap}} tr.decision:hover{{background:#f3f3f3}} tr.why td{{background:#fffbe6}} ul.reasons li{{display:list-item;margin:2px 0 2px 1.5em;list-style:disc}} .hint{{color:#666}}
 </style></head><body>
 <h1>backscatter-milter {version}</h1>
 <p>mode <b id="mode">{mode}</b>, thresholds reject {rt} / quarantine {qt} / tag {tt}, up {uptime} s</p>
@@ -382,14 +408,135 @@ svg{{border:1px solid #ccc;background:#fafafa}} .judged{{fill:#bbb}} .stopped{{f
 <h2>Judged and stopped mail per minute, last 3 hours</h2>
 <svg id="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="judged (grey) and stopped (red) messages per minute">{bars}</svg>
 <h2>Top sources of stopped backscatter</h2><ul id="top">{top}</ul>
+{refusing}
+{recent}
 </body></html>
 "#,
+        refusing = refusing(&s["refusing_domains"]),
+        recent = decisions_table(decisions, filter),
         version = esc(s["version"].as_str().unwrap_or("")),
         mode = esc(s["mode"].as_str().unwrap_or("")),
         rt = s["thresholds"]["reject"],
         qt = s["thresholds"]["quarantine"],
         tt = s["thresholds"]["tag"],
         uptime = n(&s["uptime_seconds"]),
+    )
+}
+
+/// Destinations that refused our tagged sender, and the line to add.
+fn refusing(r: &serde_json::Value) -> String {
+    let Some(list) = r["domains"].as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let mut rows = String::new();
+    for d in list {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(d["domain"].as_str().unwrap_or("")),
+            d["refusals"].as_u64().unwrap_or(0),
+            if d["exempted"] == true {
+                "exempted (learned)"
+            } else if d["configured"] == true {
+                "exempted (configured)"
+            } else if d["revoked"] == true {
+                "revoked"
+            } else {
+                "suggested"
+            },
+            esc(d["sample"].as_str().unwrap_or("")),
+        ));
+    }
+    format!(
+        "<h2>Destinations refusing our tagged sender</h2>\n<table id=\"refusing\"><tr><th>Domain</th><th>Refusals</th><th>State</th><th>Sample diagnostic</th></tr>\n{rows}</table>\n<p>To exempt them, in milter.toml [batv]: <code id=\"suggested\">{}</code></p>",
+        esc(r["suggested_line"].as_str().unwrap_or(""))
+    )
+}
+
+/// The table of recent decisions, with its filters (a GET form, so a reload keeps
+/// them); a click on a row shows its reasons in words.
+fn decisions_table(list: &[crate::decisions::Decision], f: &crate::decisions::Filter) -> String {
+    let select = |name: &str, current: Option<&str>, options: &[&str]| {
+        let mut o = "<option value=\"\">all</option>".to_string();
+        for v in options {
+            o.push_str(&format!(
+                "<option{}>{v}</option>",
+                if current == Some(*v) { " selected" } else { "" }
+            ));
+        }
+        format!(
+            "<label>{name} <select name=\"{name}\" id=\"filter-{name}\" onchange=\"this.form.submit()\">{o}</select></label> "
+        )
+    };
+    let mut rows = String::new();
+    for (i, d) in list.iter().enumerate() {
+        let reasons: Vec<String> = d
+            .reasons
+            .iter()
+            .map(|r| format!("{}({:+})", r.code, r.points))
+            .collect();
+        let words: String = d
+            .reasons
+            .iter()
+            .map(|r| {
+                format!(
+                    "<li><b>{}</b> ({:+}): {}</li>",
+                    esc(r.code),
+                    r.points,
+                    esc(r.text)
+                )
+            })
+            .collect();
+        let rcpts: Vec<String> = d
+            .recipients
+            .iter()
+            .map(|r| match r.tag {
+                Some(t) => format!("{} (tag {t})", r.address),
+                None => r.address.clone(),
+            })
+            .collect();
+        rows.push_str(&format!(
+            "<tr class=\"decision\" data-action=\"{decided}\" data-kind=\"{kind}\" data-row=\"{i}\" onclick=\"why('why-{i}')\">\
+<td>{time}</td><td>{qid}</td><td>{kind}</td><td class=\"{decided}\">{decided}</td><td class=\"{action}\">{action}</td>\
+<td class=\"num\">{score}</td><td>{client}</td><td>{mta}</td><td>{status}</td><td>{reasons}</td></tr>\n\
+<tr class=\"why\" id=\"why-{i}\" hidden><td colspan=\"10\">To {rcpts}{failed}<ul class=\"reasons\">{words}</ul></td></tr>\n",
+            time = crate::decisions::utc(d.time),
+            qid = esc(&d.queue_id),
+            kind = d.kind,
+            decided = d.decided,
+            action = d.action,
+            score = d.score,
+            client = d.client_ip.map(|a| a.to_string()).unwrap_or_default(),
+            mta = esc(d.reporting_mta.as_deref().unwrap_or("")),
+            status = esc(&d.statuses.join(", ")),
+            reasons = esc(&reasons.join(", ")),
+            rcpts = esc(&rcpts.join(", ")),
+            failed = if d.failed_domains.is_empty() {
+                String::new()
+            } else {
+                format!("; failed recipients at {}", esc(&d.failed_domains.join(", ")))
+            },
+        ));
+    }
+    if list.is_empty() {
+        rows.push_str("<tr><td colspan=\"10\" class=\"none\">no decisions recorded</td></tr>\n");
+    }
+    format!(
+        r#"<h2>Recent decisions</h2>
+<form id="filters" method="get" action="/">{a}{k}</form>
+<p class="hint">Newest first; click a row for its reasons in words.</p>
+<table id="decisions"><thead><tr><th>Time (UTC)</th><th>Queue id</th><th>Kind</th><th>Decided</th><th>Applied</th><th>Score</th><th>Client</th><th>Reporting MTA</th><th>Status</th><th>Reasons</th></tr></thead>
+<tbody>
+{rows}</tbody></table>
+<script>
+function why(id){{var r=document.getElementById(id);if(r&&r.classList.contains('why'))r.hidden=!r.hidden;}}
+if(location.hash.startsWith('#why-'))why(location.hash.slice(1));
+</script>"#,
+        a = select(
+            "action",
+            f.action.map(|a| a.as_str()),
+            &["accept", "tag", "quarantine", "reject"]
+        ),
+        k = select("kind", f.kind.as_deref(), crate::decisions::KINDS),
     )
 }
 

@@ -8,8 +8,10 @@ pub mod address;
 pub mod batv;
 pub mod check;
 pub mod config;
+pub mod decisions;
 pub mod dsn;
 pub mod evidence;
+pub mod exemptions;
 pub mod http;
 pub mod ledger;
 pub mod logging;
@@ -18,7 +20,9 @@ pub mod milter;
 pub mod net;
 pub mod notify;
 pub mod outbound;
+pub mod quarantine;
 pub mod redis_ledger;
+pub mod report;
 pub mod reputation;
 pub mod session;
 pub mod signature;
@@ -53,6 +57,10 @@ pub struct Runtime {
     /// Bad tags per client network: closes the tag oracle.
     pub tag_guard: Arc<tagguard::TagGuard>,
     pub stats: Arc<stats::Stats>,
+    /// The last judged messages, for admins.
+    pub decisions: Arc<decisions::Decisions>,
+    /// Destinations that refuse our tagged senders.
+    pub exemptions: Arc<exemptions::Learner>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -133,7 +141,18 @@ impl Runtime {
         ));
         let stats = Arc::new(stats::Stats::new(counters.clone(), ledger.clone()));
         let tag_guard = Arc::new(tagguard::TagGuard::new(config.batv.tag_guard));
+        let decisions = Arc::new(decisions::Decisions::new(
+            config.stats.recent_decisions,
+            config.stats.decision_addresses,
+        ));
+        let exemptions = Arc::new(exemptions::Learner::open(
+            Some(config.ledger.state_dir.as_path()).filter(|d| config.batv.enabled() && d.is_dir()),
+            config.batv.learn_exemptions,
+            config.batv.learn_after,
+        ));
         Ok(Self {
+            decisions,
+            exemptions,
             config,
             keys,
             counters,
@@ -152,6 +171,7 @@ impl Runtime {
             Self {
                 reputation: old.reputation.clone(),
                 tag_guard: old.tag_guard.clone(),
+                decisions: old.decisions.clone(),
                 ..Self::load(config, old.counters.clone())?
             }
         } else {
@@ -163,8 +183,15 @@ impl Runtime {
                 reputation: old.reputation.clone(),
                 tag_guard: old.tag_guard.clone(),
                 stats: old.stats.clone(),
+                decisions: old.decisions.clone(),
+                exemptions: old.exemptions.clone(),
             }
         };
+        rt.exemptions
+            .reload(rt.config.batv.learn_exemptions, rt.config.batv.learn_after);
+        let st = &rt.config.stats;
+        rt.decisions
+            .configure(st.recent_decisions, st.decision_addresses);
         rt.stats.reloaded();
         Ok(rt)
     }

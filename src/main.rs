@@ -80,11 +80,95 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
         id: u8,
     },
+    /// Print the last judged messages, newest first, read from the running milter's
+    /// endpoint ([stats] listen, with the token of token_file).
+    Decisions {
+        /// Only those decided so: accept, tag, quarantine, reject.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this kind: bounce, delay, autoreply, challenge, ...
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Each reason in words under its row.
+        #[arg(long, short)]
+        explain: bool,
+        /// The JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The messages we held (Postfix's hold queue, Sendmail's quarantine): list them
+    /// with our reasons, release or delete them through the MTA's own commands.
+    Quarantine {
+        /// Which MTA holds them.
+        #[arg(long, value_enum, default_value = "postfix", global = true)]
+        mta: backscatter_milter::quarantine::Mta,
+        /// Postfix's configuration directory (postqueue/postsuper -c), when not the
+        /// default.
+        #[arg(long, global = true)]
+        postfix_config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Destinations that refused our tagged sender: suggest exemptions (read from the
+    /// running milter's endpoint), or forget a learned one.
+    Exemptions {
+        #[command(subcommand)]
+        action: ExemptionsAction,
+    },
+    /// What enforce would have done (read from the running milter's endpoint): counts
+    /// by decided action and reason, top sources, proofs that saved genuine
+    /// bounces, any bounce to a valid tag that would be stopped, and a readiness
+    /// line. Exit 0 when ready, 3 when not.
+    Report {
+        /// Only decisions at most this old: 90s, 30m, 12h, 7d (default: all
+        /// remembered, see [stats] recent_decisions).
+        #[arg(long)]
+        since: Option<String>,
+        /// Judged messages needed before the verdict can be ready.
+        #[arg(long, default_value_t = 20)]
+        min_judged: usize,
+    },
     /// Print the man page backscatter-milter(8), roff, on standard output.
     #[command(hide = true)]
     Man,
     /// Print the completion script for SHELL on standard output.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ExemptionsAction {
+    /// List them with their refusals and a sample diagnostic, and print the
+    /// exempt_recipient_domains line to add.
+    Suggest,
+    /// Revoke a learned exemption (in the state directory's refusing-domains.json;
+    /// the milter reads it at its next reload) and never learn it again.
+    Forget { domain: String },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// The messages we held, oldest first, with our verdict and reasons.
+    List {
+        /// Each reason in words under its row.
+        #[arg(long, short)]
+        explain: bool,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages (they are delivered now).
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete held messages (Postfix only).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +194,20 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Some(Command::Decisions {
+            action,
+            kind,
+            limit,
+            explain,
+            json,
+        }) => decisions(&cli.config, action, kind, limit, explain, json),
+        Some(Command::Report { since, min_judged }) => report(&cli.config, since, min_judged),
+        Some(Command::Exemptions { action }) => exemptions(&cli.config, action),
+        Some(Command::Quarantine {
+            mta,
+            postfix_config,
+            action,
+        }) => quarantine(&cli.config, mta, postfix_config, action),
         Some(Command::Classify {
             json,
             mail_from,
@@ -146,6 +244,223 @@ fn main() -> ExitCode {
             }
             serve(cli.config, checked)
         }
+    }
+}
+
+fn decisions(
+    config: &std::path::Path,
+    action: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+    explain: bool,
+    json: bool,
+) -> ExitCode {
+    use backscatter_milter::decisions::{self, Filter};
+    let mut query = Vec::new();
+    for (k, v) in [
+        ("action", action),
+        ("kind", kind),
+        ("limit", limit.map(|l| l.to_string())),
+    ] {
+        if let Some(v) = v {
+            query.push(format!("{k}={v}"));
+        }
+    }
+    let query = query.join("&");
+    if let Err(e) = Filter::parse(&query) {
+        return fail(format!("decisions: {e}"));
+    }
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let client = match decisions::Client::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("decisions: {e}")),
+    };
+    match client.get_json(&format!("/decisions?{query}")) {
+        Ok(v) if json => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", decisions::table(&v, explain));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("decisions: {e}")),
+    }
+}
+
+fn report(config: &std::path::Path, since: Option<String>, min_judged: usize) -> ExitCode {
+    use backscatter_milter::report;
+    let since = match since.as_deref().map(report::parse_duration) {
+        Some(None) => return fail("report: --since: expected e.g. 90s, 30m, 12h or 7d"),
+        Some(s) => s,
+        None => None,
+    };
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let client = match backscatter_milter::decisions::Client::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("report: {e}")),
+    };
+    let (stats, decisions) = match (client.get_json("/stats"), client.get_json("/decisions")) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(format!("report: {e}")),
+    };
+    let (text, r) = report::render(
+        &stats,
+        &decisions,
+        backscatter_milter::unix_now(),
+        since,
+        min_judged,
+    );
+    print!("{text}");
+    if r.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn exemptions(config: &std::path::Path, action: ExemptionsAction) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    match action {
+        ExemptionsAction::Suggest => {
+            let client = match backscatter_milter::decisions::Client::from_config(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("exemptions: {e}")),
+            };
+            let stats = match client.get_json("/stats") {
+                Ok(s) => s,
+                Err(e) => return fail(format!("exemptions: {e}")),
+            };
+            let r = &stats["refusing_domains"];
+            let list = r["domains"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("No destination has refused our tagged sender.");
+                return ExitCode::SUCCESS;
+            }
+            println!("{:<32} {:>8}  {:<22} SAMPLE", "DOMAIN", "REFUSALS", "STATE");
+            for d in &list {
+                let state = if d["exempted"] == true {
+                    "exempted (learned)"
+                } else if d["configured"] == true {
+                    "exempted (configured)"
+                } else if d["revoked"] == true {
+                    "revoked"
+                } else {
+                    "suggested"
+                };
+                let sample: String = d["sample"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect();
+                println!(
+                    "{:<32} {:>8}  {:<22} {sample}",
+                    d["domain"]
+                        .as_str()
+                        .unwrap_or("")
+                        .escape_debug()
+                        .to_string(),
+                    d["refusals"].as_u64().unwrap_or(0),
+                    state
+                );
+            }
+            println!("\nTo exempt them, in milter.toml [batv]:");
+            println!("{}", r["suggested_line"].as_str().unwrap_or(""));
+            ExitCode::SUCCESS
+        }
+        ExemptionsAction::Forget { domain } => {
+            match backscatter_milter::exemptions::forget(&config.ledger.state_dir, &domain) {
+                Ok(true) => {
+                    println!(
+                        "{domain}: forgotten (never learned again); takes effect at the milter's next reload"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(format!("{domain}: not a domain that refused our tags")),
+                Err(e) => fail(format!("exemptions: {e}")),
+            }
+        }
+    }
+}
+
+fn quarantine(
+    config: &std::path::Path,
+    mta: backscatter_milter::quarantine::Mta,
+    postfix_config: Option<PathBuf>,
+    action: QuarantineAction,
+) -> ExitCode {
+    use backscatter_milter::quarantine::{Queue, table};
+    // The config names our header; without one, the default applies.
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(_) if !config.exists() => Config::default(),
+        Err(e) => return config_error(e),
+    };
+    let queue = Queue {
+        mta,
+        postfix_config,
+        header_name: config.milter.header_name.clone(),
+    };
+    let (verb, ids, op): (&str, Vec<String>, fn(&Queue, &str) -> _) = match action {
+        QuarantineAction::List { explain, json } => {
+            return match queue.list() {
+                Ok(held) if json => {
+                    for h in &held {
+                        println!("{}", serde_json::to_string(h).unwrap_or_default());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(held) => {
+                    print!("{}", table(&held, explain));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("quarantine list: {e}")),
+            };
+        }
+        QuarantineAction::Release { ids } => ("released", ids, Queue::release),
+        QuarantineAction::Delete { ids } => ("deleted", ids, Queue::delete),
+    };
+    // What was done goes to the milter's log (mail.log under the Debian package).
+    backscatter_milter::logging::init(&config.log);
+    let mut failed = false;
+    for id in &ids {
+        match op(&queue, id) {
+            Ok(h) => {
+                let reasons: Vec<String> = h
+                    .ours
+                    .reasons
+                    .iter()
+                    .map(|(c, p)| format!("{c}({p:+})"))
+                    .collect();
+                info!(
+                    "{id}: quarantine: {verb} by an admin (from=<{}> score={} reasons=[{}])",
+                    h.sender.escape_debug(),
+                    h.ours.score.unwrap_or(0),
+                    reasons.join(",").escape_debug()
+                );
+                println!("{id}: {verb}");
+            }
+            Err(e) => {
+                error!("{}: quarantine: not {verb}: {e}", id.escape_debug());
+                eprintln!("backscatter-milter: {id}: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

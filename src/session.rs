@@ -454,6 +454,7 @@ impl Session {
             &rcpt_keys,
             today,
         );
+        let signing = rt.exemptions.apply(signing, &rcpt_keys);
         let header = |name: &str| {
             msg.headers
                 .iter()
@@ -561,6 +562,15 @@ impl Session {
             self.client_addr,
             analysis.reporting_mta.as_deref(),
         );
+        rt.decisions.record(
+            now,
+            msg.queue_id.as_deref(),
+            self.client_addr,
+            msg.rcpts.iter().map(|r| (&r.addr, r.tag.as_ref())),
+            &analysis,
+            &v,
+        );
+        rt.exemptions.observe(&analysis, ev.valid_tag, now);
         if v.judged
             && v.decided >= Action::Quarantine
             && let Some(ip) = self.client_addr

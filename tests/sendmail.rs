@@ -855,6 +855,20 @@ fn sendmail_quarantine_hold_list_release() {
         listed.contains(id) && listed.contains("QUARANTINE: backscatter-milter"),
         "{listed}"
     );
+    // `backscatter-milter quarantine --mta sendmail list` reads this very listing
+    // (mailq cuts the reason short; our header in the queue file has it all).
+    let (_, ours) = backscatter_milter::quarantine::parse_mailq(&listed);
+    assert_eq!(ours.len(), 1, "{listed}");
+    assert_eq!(&ours[0].id, id);
+    assert_eq!(ours[0].ours.score, Some(15), "{listed}");
+    assert_eq!(ours[0].recipients, ["mail@example.org"], "{listed}");
+    let full = backscatter_milter::quarantine::read_queue_file(&qf, "X-Backscatter")
+        .unwrap_or_else(|| panic!("our header in {name}:\n{qf}"));
+    assert_eq!(full.score, Some(15));
+    assert!(
+        full.reasons.iter().any(|(c, _)| c == "foreign_original"),
+        "{full:?}"
+    );
     // Release: unquarantine, then run that queue entry.
     let out = sm.sendmail(&["-C", cf, "-Q", "-qQ", &format!("-qI{id}")], "");
     assert!(out.status.success(), "{}", common::transcript(&out));
