@@ -337,14 +337,18 @@ impl Session {
             return true;
         };
         *msg.body_wanted.get_or_insert_with(|| {
-            !outbound::is_originating(batv, &msg.origin)
-                && (crate::dsn::markers::null_like_sender(&msg.sender)
-                    || msg.rcpts.iter().any(|r| r.tag.is_some())
-                    || msg.headers_truncated
-                    || crate::dsn::markers::report_marker(
-                        msg.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-                    )
-                    .is_some())
+            !outbound::is_outbound(
+                batv,
+                &msg.origin,
+                &msg.sender,
+                msg.rcpts.iter().map(|r| r.given.as_str()),
+            ) && (crate::dsn::markers::null_like_sender(&msg.sender)
+                || msg.rcpts.iter().any(|r| r.tag.is_some())
+                || msg.headers_truncated
+                || crate::dsn::markers::report_marker(
+                    msg.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                )
+                .is_some())
         })
     }
 
