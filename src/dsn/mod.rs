@@ -789,3 +789,41 @@ pub fn describe(file: &str, a: &Analysis) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lowercasing the Kelvin sign (3 bytes) gives `k` (1 byte), `Ⱥ` (2 bytes) gives
+    /// `ⱥ` (3 bytes): the same total length, shifted offsets in between.
+    #[test]
+    fn lowercase_that_shifts_offsets_does_not_panic() {
+        let raw = "\u{212A}\nFinal-Recipient: rfc822; bob@remote.example\nAction: failed\n\
+                   Status: 5.1.1\n\u{23A}\u{23A}\n";
+        assert_eq!(raw.len(), raw.to_lowercase().len());
+        let a = analyze(raw.as_bytes(), Some(""), &Limits::default());
+        assert_eq!(a.kind, Kind::Bounce);
+        assert_eq!(a.recipients[0].address, "bob@remote.example");
+    }
+
+    /// A Latin-1 byte in the header (three bytes once made lossy UTF-8) and a
+    /// declared boundary the body never uses.
+    #[test]
+    fn latin1_header_and_mismatched_boundary_do_not_panic() {
+        let mut raw = b"From: MAILER-DAEMON@remote.example\nSubject: caf\xe9\xe9\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=XYZ"
+            .to_vec();
+        raw.extend_from_slice(
+            b"\n\n--real\nContent-Type: text/plain\n\nYour message could not be delivered.\n\
+            <bob@remote.example>: user unknown\n\
+            --real\nContent-Type: message/delivery-status\n\n\
+            Reporting-MTA: dns; mx.remote.example\n\n\
+            Final-Recipient: rfc822; bob@remote.example\nAction: failed\nStatus: 5.1.1\n\
+            --real--\n",
+        );
+        let a = analyze(&raw, Some(""), &Limits::default());
+        assert_eq!(a.kind, Kind::Bounce);
+        assert_eq!(a.recipients[0].address, "bob@remote.example");
+        assert_eq!(a.recipients[0].status, Some(Status::new(5, 1, 1)));
+    }
+}
