@@ -285,32 +285,65 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
 
 /// A multipart message whose declared boundary never occurs in the body (mangled
 /// by a relay or an anonymiser) gets the boundary its body really uses.
+///
+/// Works on the raw bytes throughout: every offset is found in, and used on, the
+/// same byte string (a lossy or lowercased copy can differ in length).
 fn repair_boundary(raw: &[u8]) -> Option<Vec<u8>> {
-    let head_end = raw.windows(2).position(|w| w == b"\n\n")?;
-    let head = String::from_utf8_lossy(&raw[..head_end]);
-    let lower = head.to_ascii_lowercase();
-    let i = lower.find("boundary=")? + "boundary=".len();
+    let head_end = memchr::memmem::find(raw, b"\n\n")?;
+    let head = &raw[..head_end];
+    let i = find_ascii_nocase(head, b"boundary=")? + b"boundary=".len();
     let rest = &head[i..];
-    let declared = if let Some(q) = rest.strip_prefix('"') {
-        &q[..q.find('"')?]
+    let (start, declared) = if let Some(q) = rest.strip_prefix(b"\"") {
+        (i + 1, &q[..memchr::memchr(b'"', q)?])
     } else {
-        rest.split([';', ' ', '\n', '\t']).next()?
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, b';' | b' ' | b'\n' | b'\t'))
+            .unwrap_or(rest.len());
+        (i, &rest[..end])
     };
-    let body = &raw[head_end..];
-    let marker = format!("\n--{declared}");
-    if declared.is_empty() || body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+    // RFC 2046: at most 70 characters; anything longer is not worth repairing.
+    if declared.is_empty() || declared.len() > 200 {
         return None;
     }
-    let body_text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
-    let real = body_text.lines().find_map(|l| {
-        let b = l.strip_prefix("--")?.trim_end();
-        (!b.is_empty() && b.len() <= 70 && !b.contains(' ') && !b.ends_with("--")).then_some(b)
+    let body = &raw[head_end..];
+    let mut marker = b"\n--".to_vec();
+    marker.extend_from_slice(declared);
+    if memchr::memmem::find(body, &marker).is_some() {
+        return None;
+    }
+    let scan = &body[..body.len().min(64 * 1024)];
+    let real = scan.split(|&b| b == b'\n').find_map(|l| {
+        let b = l.strip_prefix(b"--")?.trim_ascii_end();
+        (!b.is_empty() && b.len() <= 70 && !b.contains(&b' ') && !b.ends_with(b"--")).then_some(b)
     })?;
-    let mut out = raw[..head_end].to_vec();
-    let pos = String::from_utf8_lossy(&out).find(declared)?;
-    out.splice(pos..pos + declared.len(), real.bytes());
+    let mut out = Vec::with_capacity(raw.len() + real.len());
+    out.extend_from_slice(&head[..start]);
+    out.extend_from_slice(real);
+    out.extend_from_slice(&head[start + declared.len()..]);
     out.extend_from_slice(body);
     Some(out)
+}
+
+/// The first offset of `needle` (lowercase ASCII) in `hay`, ignoring ASCII case.
+fn find_ascii_nocase(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut from = 0;
+    // memchr2 on both cases of the first byte, then a bounded comparison: O(n * |needle|).
+    while let Some(p) = memchr::memchr2(first, first.to_ascii_uppercase(), &hay[from..]) {
+        let at = from + p;
+        if hay.len() - at < needle.len() {
+            return None;
+        }
+        if hay[at..at + needle.len()].eq_ignore_ascii_case(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn read_top(msg: &mail_parser::Message<'_>, top: &mut Top) {
@@ -483,20 +516,20 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
     }
     // The report's own text: cut where a quoted original starts.
     let mut text = cut(&parts.text, limits.max_text).to_string();
-    // Lowercased once; offsets found in it are used in `text` only when both have
-    // the same length (they differ only for rare characters).
-    let mut lower = text.to_lowercase();
-    let aligned = lower.len() == text.len();
+    // `ascii` is `text` with ASCII letters lowercased: the same length and the same
+    // char boundaries, so offsets found in it index `text`. Markers and field names
+    // are ASCII. Phrases in other scripts are matched in `lower` (full Unicode
+    // lowercasing, whose length may differ), where no offset is ever taken.
+    let mut ascii = text.to_ascii_lowercase();
     if parts.dsn.is_none() {
         // RFC 3464 fields pasted into the text (some Sendmail and Notes versions).
-        if let Some(i) = lower.find("\nfinal-recipient:").filter(|_| aligned) {
-            let start = lower[..i].rfind("\nreporting-mta:").unwrap_or(i);
+        if let Some(i) = ascii.find("\nfinal-recipient:") {
+            let start = ascii[..i].rfind("\nreporting-mta:").unwrap_or(i);
             parts.dsn = Some(text[start..].to_string());
         }
     }
     if parts.original.is_none()
-        && let Some(q) =
-            original::inline(&text, aligned.then_some(lower.as_str()), limits.max_headers)
+        && let Some(q) = original::inline(&text, &ascii, limits.max_headers)
     {
         parts.original = Some(q.original);
         let edit = |s: &mut String| {
@@ -509,12 +542,10 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
             }
         };
         edit(&mut text);
-        if aligned {
-            edit(&mut lower);
-        } else {
-            lower = text.to_lowercase();
-        }
+        edit(&mut ascii);
     }
+    drop(ascii);
+    let lower = text.to_lowercase();
     let p = text::phrases(&top.subject, &lower);
     let daemon = is_daemon_sender(&top.from_addr, &top.from_name);
 

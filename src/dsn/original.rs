@@ -205,12 +205,11 @@ pub struct Quoted {
     pub original: Original,
 }
 
-/// `lower` is `text` lowercased when that keeps every byte offset (else `None`:
-/// markers are not looked for, only header blocks).
-pub fn inline(text: &str, lower: Option<&str>, max_headers: usize) -> Option<Quoted> {
-    let mut candidates: Vec<usize> = lower
-        .map(|l| MARKERS.iter().filter_map(|m| l.find(m)).collect())
-        .unwrap_or_default();
+/// `ascii` is `text` with ASCII letters lowercased (`str::to_ascii_lowercase`:
+/// every byte offset is the same in both).
+pub fn inline(text: &str, ascii: &str, max_headers: usize) -> Option<Quoted> {
+    debug_assert_eq!(text.len(), ascii.len());
+    let mut candidates: Vec<usize> = MARKERS.iter().filter_map(|m| ascii.find(m)).collect();
     candidates.sort_unstable();
     for start in candidates {
         // From the line after the marker, look for the header block.
@@ -288,7 +287,7 @@ mod tests {
             ------ This is a copy of the message, including all the headers. ------\n\n\
             Return-path: <alice@ours.example>\nReceived: from a by b\n\tid 1\n\
             Message-Id: <abc@ours.example>\nFrom: Alice <alice@ours.example>\nSubject: hi\n\nbody\n";
-        let q = inline(text, Some(&text.to_lowercase()), 100).unwrap();
+        let q = inline(text, &text.to_ascii_lowercase(), 100).unwrap();
         assert!(text[q.start..].starts_with("Return-path:"));
         assert!(q.after_marker);
         let o = q.original;
@@ -301,7 +300,7 @@ mod tests {
     #[test]
     fn quoted_headers() {
         let text = "Your mail could not be delivered.\n\n> Received: from x by y\n> Message-ID: <q@ours.example>\n> From: a@ours.example\n";
-        let q = inline(text, Some(&text.to_lowercase()), 100).unwrap();
+        let q = inline(text, &text.to_ascii_lowercase(), 100).unwrap();
         assert!(!q.after_marker);
         assert_eq!(q.original.message_id.as_deref(), Some("q@ours.example"));
     }
