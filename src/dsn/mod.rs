@@ -6,6 +6,7 @@
 //! returns. Every walk is bounded by [`Limits`].
 
 pub mod original;
+pub mod budget;
 pub mod report;
 pub mod status;
 pub mod text;
@@ -856,5 +857,30 @@ mod tests {
         assert_eq!(a.kind, Kind::Bounce);
         assert_eq!(a.recipients[0].address, "bob@remote.example");
         assert_eq!(a.recipients[0].status, Some(Status::new(5, 1, 1)));
+    }
+
+    /// The work (steps counted by `budget`) of analysing `lines` header-like lines.
+    fn work(line: &str, bytes: usize) -> u64 {
+        let text = line.repeat(bytes / line.len());
+        let ((), usage) = budget::run(None, || {
+            analyze(text.as_bytes(), Some(""), &Limits::default());
+        });
+        usage.steps
+    }
+
+    /// 64 KiB of `x-a: b` lines once cost seconds: every header-like line rebuilt
+    /// the rest of the text. Eight times the input must cost about eight times the
+    /// work, not sixty-four.
+    #[test]
+    fn header_like_lines_cost_linear_work() {
+        for line in ["x-a: b\n", "  x-a: b\n", "> x-a: b\n", "x-a: b\n c\n"] {
+            let small = work(line, 4 * 1024);
+            let big = work(line, 32 * 1024);
+            assert!(small > 0);
+            assert!(
+                big <= small * 8 * 3 / 2,
+                "{line:?}: {small} steps at 4 KiB, {big} at 32 KiB"
+            );
+        }
     }
 }

@@ -244,6 +244,9 @@ fn scan(
             let indent = line.len() - trimmed.len();
             let block: String = text[offset..]
                 .lines()
+                .inspect(|_| {
+                    super::budget::step(1);
+                })
                 .map(|l| match l.get(..indent) {
                     Some(p) if p.trim().is_empty() => &l[indent..],
                     _ => l,
