@@ -51,9 +51,23 @@ static FIELD: LazyLock<Regex> =
 /// Splits a header block into unfolded fields; stops at the first empty or
 /// non-header line. Returns the fields and whether a body separator was reached.
 pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
+    let (fields, ended, _) = fields_of_lines(block.lines(), max);
+    (fields, ended)
+}
+
+/// [`header_fields`] over lines; also says how many lines were read as fields
+/// (the line that ended the block not counted). One step per line.
+fn fields_of_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> (Vec<(String, String)>, bool, usize) {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut ended = false;
-    for line in block.lines() {
+    let mut read = 0;
+    for line in lines {
+        if super::budget::step(1) {
+            break;
+        }
         if line.trim().is_empty() {
             ended = true;
             break;
@@ -65,6 +79,7 @@ pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
                         last.1.push(' ');
                         last.1.push_str(line.trim());
                     }
+                    read += 1;
                     continue;
                 }
                 None => break,
@@ -78,8 +93,9 @@ pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
                 break;
             }
         }
+        read += 1;
     }
-    (out, ended)
+    (out, ended, read)
 }
 
 /// The address inside `Name <addr>` or a bare `addr`.
@@ -180,16 +196,10 @@ static HEADER_START: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^(?:>\s?)?(?:return-path|received|message-id|from|date|subject|to|dkim-signature|mime-version|x-[a-z0-9-]+):").unwrap()
 });
 
-fn unquote(block: &str) -> String {
-    block
-        .lines()
-        .map(|l| {
-            l.strip_prefix("> ")
-                .or_else(|| l.strip_prefix('>'))
-                .unwrap_or(l)
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+fn unquote(line: &str) -> &str {
+    line.strip_prefix("> ")
+        .or_else(|| line.strip_prefix('>'))
+        .unwrap_or(line)
 }
 
 /// Headers quoted in the text: after a marker, else the first header-like block.
@@ -227,6 +237,10 @@ pub fn inline(text: &str, ascii: &str, max_headers: usize) -> Option<Quoted> {
 }
 
 /// Looks for a plausible header block starting within `max_lines` lines of `from`.
+///
+/// Linear: a block that is not plausible is skipped whole (its lines are never
+/// read again as the start of another block), and a block is read line by line
+/// from `text`, never copied.
 fn scan(
     text: &str,
     from: usize,
@@ -235,45 +249,44 @@ fn scan(
     strict: bool,
 ) -> Option<Quoted> {
     let mut offset = from;
+    let mut skip = 0usize;
     for (n, line) in text[from..].split_inclusive('\n').enumerate() {
-        if n >= max_lines {
+        if n >= max_lines || super::budget::step(1) {
             break;
         }
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        if HEADER_START.is_match(trimmed) {
-            let indent = line.len() - trimmed.len();
-            let block: String = text[offset..]
-                .lines()
-                .inspect(|_| {
-                    super::budget::step(1);
-                })
-                .map(|l| match l.get(..indent) {
-                    Some(p) if p.trim().is_empty() => &l[indent..],
-                    _ => l,
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            let block = if trimmed.starts_with('>') {
-                unquote(&block)
-            } else {
-                block
-            };
-            let (fields, _) = header_fields(&block, max_headers);
-            let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-            if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received"))
-            {
-                let end = text[offset..]
-                    .find("\n\n")
-                    .map_or(text.len(), |e| offset + e + 1);
-                return Some(Quoted {
-                    start: offset,
-                    end,
-                    after_marker: false,
-                    original: Original::from_fields(Source::Inline, fields, true),
-                });
-            }
-        }
+        let here = offset;
         offset += line.len();
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        if !HEADER_START.is_match(trimmed) {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let quoted = trimmed.starts_with('>');
+        let lines = text[here..].lines().map(|l| {
+            let l = match l.get(..indent) {
+                Some(p) if p.trim().is_empty() => &l[indent..],
+                _ => l,
+            };
+            if quoted { unquote(l) } else { l }
+        });
+        let (fields, _, read) = fields_of_lines(lines, max_headers);
+        let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+        if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received")) {
+            let end = text[here..]
+                .find("\n\n")
+                .map_or(text.len(), |e| here + e + 1);
+            return Some(Quoted {
+                start: here,
+                end,
+                after_marker: false,
+                original: Original::from_fields(Source::Inline, fields, true),
+            });
+        }
+        skip = read.saturating_sub(1);
     }
     None
 }
