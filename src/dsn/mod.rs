@@ -281,7 +281,10 @@ pub fn analyze(raw: &[u8], envelope_sender: Option<&str>, limits: &Limits) -> An
         }
     }
     truncated |= parts.parts_truncated;
-    classify(top, parts, truncated, limits)
+    let mut a = classify(top, parts, truncated, limits);
+    // Over the time budget: decided on what was gathered so far.
+    a.truncated |= budget::exceeded();
+    a
 }
 
 /// A multipart message whose declared boundary never occurs in the body (mangled
@@ -421,6 +424,10 @@ fn walk(msg: &mail_parser::Message<'_>, limits: &Limits, out: &mut Parts) {
         out.parts_truncated = true;
     }
     for part in msg.parts.iter().take(limits.max_parts) {
+        if budget::step(1) {
+            out.parts_truncated = true;
+            break;
+        }
         let (ctype, sub) = part
             .content_type()
             .map(|c| {
@@ -740,13 +747,14 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
         }
         let temporary = kind == Kind::Delay;
         let whole_status = text::status_in(&text);
+        let inferred = text::infer_status(&lower, temporary);
         for r in &mut recipients {
             if r.status.is_none() {
                 let diag = r.diagnostic.clone().unwrap_or_default();
                 r.status = text::status_in(&diag)
                     .or(whole_status)
                     .or_else(|| text::infer_status(&diag.to_lowercase(), temporary))
-                    .or_else(|| text::infer_status(&lower, temporary))
+                    .or(inferred)
                     .or(match kind {
                         Kind::Bounce => Some(Status::new(5, 0, 0)),
                         Kind::Delay => Some(Status::new(4, 0, 0)),

@@ -551,9 +551,16 @@ fn is_daemon_local(local: &str) -> bool {
 /// failure lines, else every address, minus `exclude` (the sender's own addresses)
 /// and the reporting system's daemons.
 pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> {
+    let exclude: std::collections::HashSet<String> =
+        exclude.iter().map(|e| e.to_ascii_lowercase()).collect();
+    // Lowercased addresses already listed: a lookup, not a walk of the list.
+    let mut seen: std::collections::HashSet<(bool, String)> = Default::default();
     let mut strong: Vec<String> = Vec::new();
     let mut weak: Vec<String> = Vec::new();
     for line in text.lines().take(2000) {
+        if super::budget::step(1) {
+            break;
+        }
         if line.to_ascii_lowercase().contains("message-id") {
             continue;
         }
@@ -562,14 +569,14 @@ pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> 
             let a = m.as_str().trim_end_matches('.');
             // Skip message ids and URLs: <...@...> right after "<" with no "mailto".
             let local = a.split('@').next().unwrap_or("");
-            if is_daemon_local(local)
-                || exclude.iter().any(|e| e.eq_ignore_ascii_case(a))
-                || line[..m.start()].ends_with("//")
+            let key = a.to_ascii_lowercase();
+            if is_daemon_local(local) || exclude.contains(&key) || line[..m.start()].ends_with("//")
             {
                 continue;
             }
             let list = if is_strong { &mut strong } else { &mut weak };
-            if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+            // Only the first `max` of a list are ever returned.
+            if list.len() < max && seen.insert((is_strong, key)) {
                 list.push(a.to_string());
             }
         }
@@ -583,9 +590,10 @@ pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> 
 pub fn diagnostic_for(text: &str, addr: &str) -> Option<String> {
     let lower_addr = addr.to_ascii_lowercase();
     let lines: Vec<&str> = text.lines().collect();
-    let i = lines
-        .iter()
-        .position(|l| l.to_ascii_lowercase().contains(&lower_addr))?;
+    let i = lines.iter().position(|l| {
+        super::budget::step(1);
+        l.to_ascii_lowercase().contains(&lower_addr)
+    })?;
     let mut out = lines[i].trim().to_string();
     for l in lines.iter().skip(i + 1).take(6) {
         if l.trim().is_empty() {
