@@ -10,6 +10,7 @@ pub mod dsn;
 pub mod evidence;
 pub mod http;
 pub mod ledger;
+pub mod logsafe;
 pub mod milter;
 pub mod net;
 pub mod outbound;
@@ -170,6 +171,8 @@ pub struct Counters {
     pub tempfails: AtomicU64,
     /// Messages whose headers or body passed a cap (decided on what was seen).
     pub truncated: AtomicU64,
+    /// Analyses stopped by the time budget (decided on what was found so far).
+    pub analysis_over_budget: AtomicU64,
     idle: Notify,
 }
 

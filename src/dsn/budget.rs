@@ -100,11 +100,20 @@ mod tests {
                 assert!(!step(1));
             }
         });
-        assert_eq!(u, Usage { steps: 1000, exceeded: false });
+        assert_eq!(
+            u,
+            Usage {
+                steps: 1000,
+                exceeded: false
+            }
+        );
         let past = Instant::now() - Duration::from_millis(1);
         let (stopped_at, u) = run(Some(past), || (1..=10_000).find(|_| step(1)));
         assert!(u.exceeded);
-        assert!(stopped_at.is_some_and(|n| n <= CLOCK_EVERY), "{stopped_at:?}");
+        assert!(
+            stopped_at.is_some_and(|n| n <= CLOCK_EVERY),
+            "{stopped_at:?}"
+        );
         assert!(!exceeded(), "the state ends with run");
     }
 }

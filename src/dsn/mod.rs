@@ -5,8 +5,8 @@
 //! failed with which RFC 3463 status, who reported it, and the original message it
 //! returns. Every walk is bounded by [`Limits`].
 
-pub mod original;
 pub mod budget;
+pub mod original;
 pub mod report;
 pub mod status;
 pub mod text;
@@ -78,6 +78,11 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Characters of report text scanned for phrases, codes and addresses.
     pub max_text: usize,
+    /// Time one analysis may take in the milter (see [`budget`]); past it the
+    /// message is decided on what was found so far.
+    pub time_budget: std::time::Duration,
+    /// Analyses the milter runs at once (0: one per CPU).
+    pub concurrency: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +93,8 @@ impl Default for Limits {
             max_headers: 200,
             max_recipients: 50,
             max_text: 64 * 1024,
+            time_budget: std::time::Duration::from_millis(250),
+            concurrency: 0,
         }
     }
 }
