@@ -739,9 +739,10 @@ fn classify(top: Top, mut parts: Parts, truncated: bool, limits: &Limits) -> Ana
             {
                 recipients = report::parse(nested, limits.max_recipients).recipients;
             }
-            for address in found {
+            let diagnostics = text::diagnostics_for(&text, &found);
+            for (address, diagnostic) in found.into_iter().zip(diagnostics) {
                 recipients.push(Recipient {
-                    diagnostic: text::diagnostic_for(&text, &address),
+                    diagnostic,
                     address,
                     action: Some(match kind {
                         Kind::Delay => "delayed".into(),

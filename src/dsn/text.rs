@@ -588,27 +588,63 @@ pub fn recipients_in(text: &str, exclude: &[String], max: usize) -> Vec<String> 
 
 /// The diagnostic text for `addr`: its line and the indented lines that follow.
 pub fn diagnostic_for(text: &str, addr: &str) -> Option<String> {
-    let lower_addr = addr.to_ascii_lowercase();
-    let lines: Vec<&str> = text.lines().collect();
-    let i = lines.iter().position(|l| {
-        super::budget::step(1);
-        l.to_ascii_lowercase().contains(&lower_addr)
-    })?;
-    let mut out = lines[i].trim().to_string();
-    for l in lines.iter().skip(i + 1).take(6) {
-        if l.trim().is_empty() {
-            if out.len() > lower_addr.len() + 4 {
-                break;
-            }
-            continue;
-        }
-        if out.len() > 600 {
+    diagnostics_for(text, &[addr.to_string()]).pop().flatten()
+}
+
+/// A diagnostic is cut here (a single line can be the whole text).
+const MAX_DIAGNOSTIC: usize = 1024;
+
+/// [`diagnostic_for`] each address, in one pass over the text whatever their
+/// number: the first line that contains the address (ASCII case ignored) and the
+/// lines that follow it.
+pub fn diagnostics_for(text: &str, addrs: &[String]) -> Vec<Option<String>> {
+    let mut out = vec![None; addrs.len()];
+    let Ok(ac) = aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(addrs)
+    else {
+        return out;
+    };
+    let mut first: Vec<Option<usize>> = vec![None; addrs.len()];
+    let mut left = addrs.len();
+    for m in ac.find_overlapping_iter(text) {
+        if super::budget::step(1) {
             break;
         }
-        out.push(' ');
-        out.push_str(l.trim());
+        let slot = &mut first[m.pattern().as_usize()];
+        if slot.is_none() {
+            *slot = Some(m.start());
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
     }
-    Some(out)
+    // Where each line starts, to find an offset's line without walking back.
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
+        .collect();
+    for ((slot, at), addr) in out.iter_mut().zip(first).zip(addrs) {
+        let Some(at) = at else { continue };
+        let line = starts[starts.partition_point(|&s| s <= at) - 1];
+        let mut lines = text[line..].lines();
+        let mut d = super::cut(lines.next().unwrap_or("").trim(), MAX_DIAGNOSTIC).to_string();
+        for l in lines.take(6) {
+            if l.trim().is_empty() {
+                if d.len() > addr.len() + 4 {
+                    break;
+                }
+                continue;
+            }
+            if d.len() > 600 {
+                break;
+            }
+            d.push(' ');
+            d.push_str(super::cut(l.trim(), MAX_DIAGNOSTIC));
+        }
+        *slot = Some(d);
+    }
+    out
 }
 
 static POSTFIX_HOST: LazyLock<Regex> = LazyLock::new(|| {
