@@ -3,7 +3,7 @@
 
 use super::status::Status;
 use regex::Regex;
-use std::sync::LazyLock;
+use std::{collections::HashMap, sync::LazyLock};
 
 /// Lowercased phrases of failure reports in the wild (Postfix, Sendmail, Exim, qmail,
 /// Exchange/Office 365, Gmail, Yahoo, Domino, Courier, GroupWise, MDaemon, ...).
@@ -273,12 +273,67 @@ const VIRUS: &[&str] = &[
     "virus infected",
 ];
 
-fn any(haystack: &str, needles: &[&str]) -> bool {
-    needles.iter().any(|n| haystack.contains(n))
+/// Every phrase of the lists above, in one automaton: a text is scanned once for
+/// all of them (not once per phrase).
+static PHRASES: LazyLock<(aho_corasick::AhoCorasick, HashMap<&'static str, usize>)> =
+    LazyLock::new(|| {
+        let mut ids: HashMap<&'static str, usize> = HashMap::new();
+        let mut patterns: Vec<&'static str> = Vec::new();
+        let lists = [
+            NDR_BODY,
+            DELAY,
+            DELIVERED,
+            NDR_SUBJECT,
+            AUTOREPLY_SUBJECT,
+            AUTOREPLY_BODY,
+            CHALLENGE,
+            VIRUS,
+        ];
+        for p in lists
+            .into_iter()
+            .chain(RULES.iter().map(|(w, _)| *w))
+            .flatten()
+        {
+            ids.entry(p).or_insert_with(|| {
+                patterns.push(p);
+                patterns.len() - 1
+            });
+        }
+        let ac = aho_corasick::AhoCorasick::new(&patterns).expect("phrases build");
+        (ac, ids)
+    });
+
+/// Which known phrases a (lowercase) text contains.
+struct Found<'a> {
+    text: &'a str,
+    hit: Vec<bool>,
 }
 
-fn count(haystack: &str, needles: &[&str]) -> usize {
-    needles.iter().filter(|n| haystack.contains(*n)).count()
+impl<'a> Found<'a> {
+    fn new(text: &'a str) -> Self {
+        let (ac, ids) = &*PHRASES;
+        let mut hit = vec![false; ids.len()];
+        for m in ac.find_overlapping_iter(text) {
+            hit[m.pattern().as_usize()] = true;
+        }
+        Self { text, hit }
+    }
+
+    /// Whether the text contains `needle` (a phrase outside the lists is searched).
+    fn has(&self, needle: &str) -> bool {
+        match PHRASES.1.get(needle) {
+            Some(&i) => self.hit[i],
+            None => self.text.contains(needle),
+        }
+    }
+}
+
+fn any(found: &Found<'_>, needles: &[&str]) -> bool {
+    needles.iter().any(|n| found.has(n))
+}
+
+fn count(found: &Found<'_>, needles: &[&str]) -> usize {
+    needles.iter().filter(|n| found.has(n)).count()
 }
 
 /// Lowercased text facts used by the classifier.
@@ -296,7 +351,8 @@ pub struct Phrases {
 
 /// `subject` and `body` must already be lowercase.
 pub fn phrases(subject: &str, body: &str) -> Phrases {
-    let replying = subject.starts_with("re:") || subject.starts_with("aw:");
+    let (subject, body) = (&Found::new(subject), &Found::new(body));
+    let replying = subject.text.starts_with("re:") || subject.text.starts_with("aw:");
     Phrases {
         ndr_body: count(body, NDR_BODY),
         ndr_subject: !replying && any(subject, NDR_SUBJECT),
@@ -370,142 +426,145 @@ pub fn smtp_code_in(text: &str) -> Option<u16> {
         .and_then(|c| c.get(1)?.as_str().parse().ok())
 }
 
+/// What real NDRs say when they give no code, and the RFC 3463 subject.detail.
+const RULES: &[(&[&str], (u16, u16))] = &[
+    (
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "over quota",
+            "quota exceeded",
+            "exceeded storage",
+            "insufficient storage",
+            "mailbox size limit",
+            "exceeds the quota",
+            "is over its quota",
+            "quota exceed",
+            "disk quota",
+        ],
+        (2, 2),
+    ),
+    (
+        &[
+            "message too large",
+            "message size exceeds",
+            "message is too large",
+            "size limit",
+            "too big",
+            "exceeds the maximum size",
+            "message length exceeds",
+        ],
+        (3, 4),
+    ),
+    (
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "does not exist",
+            "mailbox unavailable",
+            "invalid recipient",
+            "recipient address rejected",
+            "unknown recipient",
+            "no mailbox",
+            "mailbox not found",
+            "not a valid mailbox",
+            "address rejected",
+            "unknown address",
+            "no such recipient",
+            "user not found",
+            "invalid mailbox",
+            "not our customer",
+            "account does not exist",
+            "no such mailbox",
+            "unrouteable address",
+            "recipient not found",
+            "addressee unknown",
+            "bad destination mailbox",
+            "user doesn't have",
+            "isn't a valid",
+            "account has been disabled",
+            "mailbox disabled",
+            "account is disabled",
+            "inactive",
+            "suspended",
+            "is not a known user",
+            "user is unknown",
+            "unknown local part",
+            "unknown or illegal alias",
+            "not listed in",
+        ],
+        (1, 1),
+    ),
+    (
+        &[
+            "host not found",
+            "domain not found",
+            "host unknown",
+            "no mx",
+            "name server",
+            "unrouteable mail domain",
+            "domain does not exist",
+            "host or domain name not found",
+            "no such domain",
+            "nxdomain",
+            "unknown host",
+            "dns error",
+            "domain name not found",
+        ],
+        (1, 2),
+    ),
+    (
+        &[
+            "timed out",
+            "timeout",
+            "expired",
+            "too long",
+            "retry time",
+            "could not send message for past",
+            "could not send mail for past",
+            "giving up",
+            "deferred",
+            "was not delivered within",
+        ],
+        (4, 7),
+    ),
+    (&["relay", "relaying"], (7, 1)),
+    (
+        &[
+            "spam",
+            "blocked",
+            "blacklist",
+            "block list",
+            "blocklist",
+            "rejected for policy",
+            "policy",
+            "not authorized",
+            "not permitted",
+            "access denied",
+            "refused",
+            "denied",
+            "rejected",
+            "reputation",
+            "dnsbl",
+            "rbl",
+        ],
+        (7, 1),
+    ),
+    (&["loop", "too many hops", "hop count exceeded"], (4, 6)),
+    (
+        &["connection refused", "no route to host", "connect to"],
+        (4, 1),
+    ),
+];
+
 /// A status inferred from what the text says when it gives no code: the reasons
 /// real NDRs give, mapped to their RFC 3463 codes. `lower` must be lowercase.
 pub fn infer_status(lower: &str, temporary: bool) -> Option<Status> {
-    const RULES: &[(&[&str], (u16, u16))] = &[
-        (
-            &[
-                "mailbox full",
-                "mailbox is full",
-                "over quota",
-                "quota exceeded",
-                "exceeded storage",
-                "insufficient storage",
-                "mailbox size limit",
-                "exceeds the quota",
-                "is over its quota",
-                "quota exceed",
-                "disk quota",
-            ],
-            (2, 2),
-        ),
-        (
-            &[
-                "message too large",
-                "message size exceeds",
-                "message is too large",
-                "size limit",
-                "too big",
-                "exceeds the maximum size",
-                "message length exceeds",
-            ],
-            (3, 4),
-        ),
-        (
-            &[
-                "user unknown",
-                "unknown user",
-                "no such user",
-                "does not exist",
-                "mailbox unavailable",
-                "invalid recipient",
-                "recipient address rejected",
-                "unknown recipient",
-                "no mailbox",
-                "mailbox not found",
-                "not a valid mailbox",
-                "address rejected",
-                "unknown address",
-                "no such recipient",
-                "user not found",
-                "invalid mailbox",
-                "not our customer",
-                "account does not exist",
-                "no such mailbox",
-                "unrouteable address",
-                "recipient not found",
-                "addressee unknown",
-                "bad destination mailbox",
-                "user doesn't have",
-                "isn't a valid",
-                "account has been disabled",
-                "mailbox disabled",
-                "account is disabled",
-                "inactive",
-                "suspended",
-                "is not a known user",
-                "user is unknown",
-                "unknown local part",
-                "unknown or illegal alias",
-                "not listed in",
-            ],
-            (1, 1),
-        ),
-        (
-            &[
-                "host not found",
-                "domain not found",
-                "host unknown",
-                "no mx",
-                "name server",
-                "unrouteable mail domain",
-                "domain does not exist",
-                "host or domain name not found",
-                "no such domain",
-                "nxdomain",
-                "unknown host",
-                "dns error",
-                "domain name not found",
-            ],
-            (1, 2),
-        ),
-        (
-            &[
-                "timed out",
-                "timeout",
-                "expired",
-                "too long",
-                "retry time",
-                "could not send message for past",
-                "could not send mail for past",
-                "giving up",
-                "deferred",
-                "was not delivered within",
-            ],
-            (4, 7),
-        ),
-        (&["relay", "relaying"], (7, 1)),
-        (
-            &[
-                "spam",
-                "blocked",
-                "blacklist",
-                "block list",
-                "blocklist",
-                "rejected for policy",
-                "policy",
-                "not authorized",
-                "not permitted",
-                "access denied",
-                "refused",
-                "denied",
-                "rejected",
-                "reputation",
-                "dnsbl",
-                "rbl",
-            ],
-            (7, 1),
-        ),
-        (&["loop", "too many hops", "hop count exceeded"], (4, 6)),
-        (
-            &["connection refused", "no route to host", "connect to"],
-            (4, 1),
-        ),
-    ];
     let class = if temporary { 4 } else { 5 };
+    let found = Found::new(lower);
     RULES.iter().find_map(|(words, (s, d))| {
-        any(lower, words).then(|| {
+        any(&found, words).then(|| {
             // Expiry is a temporary condition reported as final: sisimai and RFC
             // 3463 both write it 4.4.7 even in a failure report.
             let c = if (*s, *d) == (4, 7) { 4 } else { class };
