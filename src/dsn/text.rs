@@ -379,18 +379,19 @@ pub fn phrases(subject: &str, body: &str) -> Phrases {
 }
 
 static SMTP_AND_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[^\d.])[245]\d\d[ -]['#]?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
+    Regex::new(r"(?:^|[^0-9.])[245][0-9][0-9][ -]['#]?([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])")
+        .unwrap()
 });
 static HASH_STATUS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"#([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap());
+    LazyLock::new(|| Regex::new(r"#([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])").unwrap());
 static LABELLED_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:status|code)[:= ]+\(?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
+    Regex::new(r"(?i)(?:status|code)[:= ]+\(?([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])").unwrap()
 });
 static BARE_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s(\[<:;,=])([45]\.\d{1,3}\.\d{1,3})(?:$|[\s)\]>.,;:])").unwrap()
+    Regex::new(r"(?:^|[\s(\[<:;,=])([45]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[\s)\]>.,;:])").unwrap()
 });
 static SMTP_CODE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s:(\[<#]|said:? |error:? )([45][0-5]\d)(?:[ -]|$)").unwrap()
+    Regex::new(r"(?:^|[\s:(\[<#]|said:? |error:? )([45][0-5][0-9])(?:[ -]|$)").unwrap()
 });
 
 /// The first failure code (class 4 or 5) the pattern finds; if that is only a
