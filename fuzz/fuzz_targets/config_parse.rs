@@ -1,10 +1,6 @@
-//! The config parser on arbitrary text: an error or a config, never a panic.
+//! See `fuzz/checks.rs`: config_parse.
 #![no_main]
-use backscatter_milter::config::Config;
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = Config::parse(text, "fuzz.toml");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::config_parse(data));

@@ -6,11 +6,12 @@
 use backscatter_milter::{Counters, Runtime, SharedRuntime, config::Config};
 use libfuzzer_sys::fuzz_target;
 use std::{
-    io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::{Arc, LazyLock},
-    time::Duration,
 };
+
+#[path = "../checks.rs"]
+mod checks;
 
 struct Milter {
     addr: SocketAddr,
@@ -20,7 +21,7 @@ struct Milter {
 static MILTER: LazyLock<Milter> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = dir.path().join("batv.keys");
-    std::fs::write(&keys, "1 MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    std::fs::write(&keys, checks::KEY_LINE).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
@@ -55,33 +56,4 @@ static MILTER: LazyLock<Milter> = LazyLock::new(|| {
     }
 });
 
-/// SMFIC_OPTNEG: version 6, all actions, no protocol steps skipped.
-const OPTNEG: &[u8] = &[
-    0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 0x01, 0xff, 0, 0, 0, 0,
-];
-
-fn session(input: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(MILTER.addr).expect("milter answers");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(input);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
-fuzz_target!(|data: &[u8]| {
-    // Most inputs get a valid negotiation first, so the fuzzer reaches the later
-    // stages; the rest are raw bytes from the first byte on.
-    let mut input = Vec::with_capacity(data.len() + OPTNEG.len());
-    if data.first().is_some_and(|b| b & 1 == 0) {
-        input.extend_from_slice(OPTNEG);
-        input.extend_from_slice(&data[1..]);
-    } else {
-        input.extend_from_slice(data);
-    }
-    session(&input);
-    // Still serving.
-    let reply = session(OPTNEG);
-    assert!(reply.len() >= 5 && reply[4] == b'O', "no negotiation reply: {reply:?}");
-});
+fuzz_target!(|data: &[u8]| checks::milter_session(MILTER.addr, data));
