@@ -71,3 +71,42 @@ fn analysis_over_budget_is_decided_and_counted() {
         .unwrap_or_else(|| panic!("no budget metric in:\n{metrics}"));
     assert_ne!(line, "backscatter_analysis_budget_exceeded_total 0");
 }
+
+/// Absurd caps are refused at check time, by table, key and line.
+#[test]
+fn absurd_limits_are_refused() {
+    use backscatter_milter::config::Config;
+    for (text, key) in [
+        ("[analysis]\nmax_text = 1000000000\n", "analysis.max_text"),
+        (
+            "[analysis]\nmax_bytes = 1099511627776\n",
+            "analysis.max_bytes",
+        ),
+        (
+            "[analysis]\nmax_recipients = 1000000\n",
+            "analysis.max_recipients",
+        ),
+        (
+            "[analysis]\ntime_budget_ms = 0\n",
+            "analysis.time_budget_ms",
+        ),
+        ("[analysis]\nconcurrency = 100000\n", "analysis.concurrency"),
+        (
+            "[limits]\nmax_body_bytes = 1099511627776\n",
+            "limits.max_body_bytes",
+        ),
+    ] {
+        let e = Config::parse(text, "m.toml").expect_err(text).to_string();
+        assert!(e.starts_with(&format!("m.toml:2: {key}: must be")), "{e}");
+    }
+    let c = Config::parse(
+        "[analysis]\ntime_budget_ms = 100\nconcurrency = 3\n",
+        "m.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.analysis.time_budget,
+        std::time::Duration::from_millis(100)
+    );
+    assert_eq!(c.analysis.concurrency, 3);
+}
