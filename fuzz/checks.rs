@@ -69,8 +69,11 @@ pub fn signature_verify(data: &[u8]) {
     assert!(signature::verify(&KEYS, &ours, mid, date));
 }
 
-/// SMFIC_OPTNEG: version 6, all actions, no protocol steps skipped.
-pub const OPTNEG: &[u8] = &[0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 0x01, 0xff, 0, 0, 0, 0];
+/// SMFIC_OPTNEG as Postfix sends it: version 6, all actions, every protocol
+/// option offered (an MTA offering none is closed on without a reply).
+pub const OPTNEG: &[u8] = &[
+    0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 0x01, 0xff, 0, 0x1f, 0xff, 0xff,
+];
 
 fn session(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("milter answers");
