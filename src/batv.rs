@@ -259,7 +259,8 @@ pub fn is_tagged(addr: &str) -> bool {
 
 /// Tags `addr` with the signing key, signed on day `today` (days since 1970).
 pub fn sign(keys: &Keys, addr: &str, today: i64, lifetime_days: u16) -> Result<String, SignError> {
-    if addr.len() > MAX_ADDRESS_LEN {
+    // The tagged form (16 bytes longer: "prvs=KDDDSSSSSS=") must still parse.
+    if addr.len() + 16 > MAX_ADDRESS_LEN {
         return Err(SignError::TooLong);
     }
     split_address(addr).ok_or(SignError::NotAnAddress)?;

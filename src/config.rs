@@ -181,6 +181,8 @@ struct RawAnalysis {
     max_headers: usize,
     max_recipients: usize,
     max_text: usize,
+    time_budget_ms: u64,
+    concurrency: usize,
 }
 
 impl Default for RawAnalysis {
@@ -192,6 +194,8 @@ impl Default for RawAnalysis {
             max_headers: d.max_headers,
             max_recipients: d.max_recipients,
             max_text: d.max_text,
+            time_budget_ms: d.time_budget.as_millis() as u64,
+            concurrency: d.concurrency,
         }
     }
 }
@@ -629,16 +633,31 @@ impl Config {
         if l.max_headers == 0 {
             return Err(v.err("limits", "max_headers", "must be at least 1"));
         }
+        // Upper bounds too: each is memory or work per message in flight.
+        for (key, value, max) in [
+            ("max_header_bytes", l.max_header_bytes, 16 << 20),
+            ("max_headers", l.max_headers, 100_000),
+            ("max_body_bytes", l.max_body_bytes, 256 << 20),
+        ] {
+            if value > max {
+                return Err(v.err("limits", key, format!("must be at most {max}")));
+            }
+        }
         let a = raw.analysis;
-        for (key, value, min) in [
-            ("max_bytes", a.max_bytes, 1024),
-            ("max_parts", a.max_parts, 1),
-            ("max_headers", a.max_headers, 10),
-            ("max_recipients", a.max_recipients, 1),
-            ("max_text", a.max_text, 1024),
+        for (key, value, min, max) in [
+            ("max_bytes", a.max_bytes, 1024, 64 << 20),
+            ("max_parts", a.max_parts, 1, 10_000),
+            ("max_headers", a.max_headers, 10, 10_000),
+            ("max_recipients", a.max_recipients, 1, 1000),
+            ("max_text", a.max_text, 1024, 4 << 20),
+            ("time_budget_ms", a.time_budget_ms as usize, 1, 60_000),
+            ("concurrency", a.concurrency, 0, 1024),
         ] {
             if value < min {
                 return Err(v.err("analysis", key, format!("must be at least {min}")));
+            }
+            if value > max {
+                return Err(v.err("analysis", key, format!("must be at most {max}")));
             }
         }
         let b = raw.batv;
@@ -951,6 +970,8 @@ impl Config {
                 max_headers: a.max_headers,
                 max_recipients: a.max_recipients,
                 max_text: a.max_text,
+                time_budget: Duration::from_millis(a.time_budget_ms),
+                concurrency: a.concurrency,
             },
             batv: BatvConfig {
                 key_file: b.key_file.into(),

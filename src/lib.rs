@@ -15,6 +15,7 @@ pub mod exemptions;
 pub mod http;
 pub mod ledger;
 pub mod logging;
+pub mod logsafe;
 pub mod maps;
 pub mod milter;
 pub mod net;
@@ -226,6 +227,8 @@ pub struct Counters {
     pub tempfails: AtomicU64,
     /// Messages whose headers or body passed a cap (decided on what was seen).
     pub truncated: AtomicU64,
+    /// Analyses stopped by the time budget (decided on what was found so far).
+    pub analysis_over_budget: AtomicU64,
     idle: Notify,
 }
 

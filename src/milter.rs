@@ -4,6 +4,8 @@
 
 use crate::{
     SharedRuntime,
+    dsn::budget,
+    logsafe::esc,
     session::{EomPlan, Negotiated, RcptReply, Session},
 };
 use indymilter::{
@@ -13,7 +15,10 @@ use indymilter::{
 use std::{
     ffi::{CStr, CString},
     panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+    time::Instant,
 };
+use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
 /// Actions every connection must grant (later stages rely on all of them).
@@ -58,8 +63,9 @@ fn guarded<R>(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             error!(
-                "{}: internal error at {stage}: {what}; message tempfailed",
-                session.queue_id()
+                "{}: internal error at {stage}: {}; message tempfailed",
+                esc(session.queue_id()),
+                esc(&what)
             );
             session.runtime().counters.tempfailed();
             session.fail_message();
@@ -70,11 +76,21 @@ fn guarded<R>(
 
 use crate::{batv::today, unix_now};
 
+/// How many analyses may run at once: `analysis.concurrency`, 0 for one per CPU.
+fn analysis_slots(rt: &SharedRuntime) -> usize {
+    match rt.current().config.analysis.concurrency {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
 pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
     let negotiate_rt = rt.clone();
     let connect_rt = rt.clone();
     // No HELO, DATA, EOH or unknown-command callbacks: indymilter then asks the MTA
     // not to send those stages at all.
+    // End-of-message analyses run on blocking threads, at most this many at once.
+    let slots = Arc::new(Semaphore::new(analysis_slots(&rt)));
     Callbacks::new()
         .on_negotiate(move |cx, actions, opts| {
             let snapshot = negotiate_rt.current();
@@ -88,7 +104,7 @@ pub fn callbacks(rt: SharedRuntime) -> Callbacks<Session> {
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
-        .on_eom(|cx| Box::pin(eom(cx)))
+        .on_eom(move |cx| Box::pin(eom(cx, slots.clone())))
         .on_abort(|cx| Box::pin(abort(cx)))
         .on_close(|cx| Box::pin(close(cx)))
 }
@@ -254,8 +270,9 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
         (RcptReply::Reject(_), _) if noreply => Status::Noreply,
         (RcptReply::Reject(text), qid) => {
             info!(
-                "{qid}: reject RCPT {}: {text}",
-                args.first().map_or("", |s| s)
+                "{}: reject RCPT {}: {text}",
+                esc(&qid),
+                esc(args.first().map_or("", |s| s))
             );
             match cx
                 .reply
@@ -263,7 +280,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
             {
                 Ok(()) => Status::Reject,
                 Err(e) => {
-                    error!("{qid}: cannot set reply: {e}");
+                    error!("{}: cannot set reply: {e}", esc(&qid));
                     Status::Reject
                 }
             }
@@ -300,22 +317,78 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
     }
 }
 
-async fn eom(cx: &mut EomContext<Session>) -> Status {
+/// An envelope sender that, if set by the test harness, makes the end of message
+/// panic on its blocking thread: proves such a panic costs one message only.
+pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// End of message: the session's decision (the bounce analysis, the heavy part)
+/// runs on a blocking thread, not on the async workers, at most `slots` at once,
+/// within `analysis.time_budget_ms`. A panic there tempfails only this message.
+async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let host = macro_str(&cx.macros, c"j");
-    let started = std::time::Instant::now();
-    let (plan, qid) = match guarded(&mut cx.data, "eom", |s| {
-        s.set_queue_id(qid);
-        let qid = s.queue_id().to_string();
-        let host = host.or_else(|| s.local_hostname().map(str::to_string));
-        (s.end_of_message(today(), unix_now(), host.as_deref()), qid)
-    }) {
-        Ok(r) => r,
-        Err(status) => {
-            if let Some(s) = cx.data.as_mut() {
-                s.abort();
+    let panic_here = PANIC_AT_EOM_FROM.get().is_some_and(|p| {
+        macro_str(&cx.macros, c"{mail_addr}").is_some_and(|m| m.eq_ignore_ascii_case(p))
+    });
+    let started = Instant::now();
+    let Some(session) = cx.data.take() else {
+        error!("NOQUEUE: no session state at eom, tempfailing");
+        return Status::Tempfail;
+    };
+    // The semaphore is never closed.
+    let permit = slots.acquire_owned().await.ok();
+    let deadline = Instant::now() + session.runtime().config.analysis.time_budget;
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut data = Some(session);
+        let (result, usage) = budget::run(Some(deadline), || {
+            guarded(&mut data, "eom", |s| {
+                s.set_queue_id(qid);
+                let qid = s.queue_id().to_string();
+                if panic_here {
+                    panic!("test-triggered panic at eom\nforged: log line\x1b[0m");
+                }
+                let host = host.or_else(|| s.local_hostname().map(str::to_string));
+                (s.end_of_message(today(), unix_now(), host.as_deref()), qid)
+            })
+        });
+        (data, result, usage)
+    })
+    .await;
+    let (plan, qid) = match joined {
+        Ok((data, result, usage)) => {
+            cx.data = data;
+            if usage.exceeded
+                && let Some(s) = cx.data.as_ref()
+            {
+                s.runtime()
+                    .counters
+                    .analysis_over_budget
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(
+                    "{}: analysis over its time budget ({} steps); decided on what was found",
+                    esc(s.queue_id()),
+                    usage.steps
+                );
             }
-            return status;
+            match result {
+                Ok(r) => r,
+                Err(status) => {
+                    if let Some(s) = cx.data.as_mut() {
+                        s.abort();
+                    }
+                    return status;
+                }
+            }
+        }
+        Err(e) => {
+            // Only a panic outside `guarded` (or a runtime shutting down) gets
+            // here; the session went with the thread.
+            error!(
+                "NOQUEUE: end of message failed: {}; message tempfailed",
+                esc(&e.to_string())
+            );
+            return Status::Tempfail;
         }
     };
     if let Some(s) = cx.data.as_ref() {
@@ -325,8 +398,9 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     }
     if let Some(text) = &plan.reject {
         info!(
-            "{qid}: {} -> reject ({} us)",
-            plan.summary,
+            "{}: {} -> reject ({} us)",
+            esc(&qid),
+            esc(&plan.summary),
             started.elapsed().as_micros()
         );
         return match cx
@@ -335,7 +409,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         {
             Ok(()) => Status::Reject,
             Err(e) => {
-                error!("{qid}: cannot set the reject reply: {e}");
+                error!("{}: cannot set the reject reply: {e}", esc(&qid));
                 Status::Reject
             }
         };
@@ -343,14 +417,18 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     match apply(&cx.actions, &plan).await {
         Ok(()) => {
             info!(
-                "{qid}: {} ({} us)",
-                plan.summary,
+                "{}: {} ({} us)",
+                esc(&qid),
+                esc(&plan.summary),
                 started.elapsed().as_micros()
             );
             Status::Continue
         }
         Err(e) => {
-            error!("{qid}: cannot apply milter actions: {e}; message tempfailed");
+            error!(
+                "{}: cannot apply milter actions: {e}; message tempfailed",
+                esc(&qid)
+            );
             if let Some(s) = cx.data.as_ref() {
                 s.runtime().counters.tempfailed();
             }
@@ -399,7 +477,7 @@ async fn apply(
 
 async fn abort(cx: &mut Context<Session>) -> Status {
     if let Some(s) = cx.data.as_mut() {
-        debug!("{}: message aborted", s.queue_id());
+        debug!("{}: message aborted", esc(s.queue_id()));
         s.abort();
     }
     Status::Continue

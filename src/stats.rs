@@ -280,6 +280,12 @@ impl Collector for Live {
             "Messages decided on what was seen after a size cap",
             c.truncated.load(Relaxed),
         )?;
+        counter(
+            &mut enc,
+            "backscatter_analysis_budget_exceeded",
+            "Analyses stopped by analysis.time_budget_ms (decided on what was found)",
+            c.analysis_over_budget.load(Relaxed),
+        )?;
         if let Some(l) = &self.ledger {
             gauge(
                 &mut enc,

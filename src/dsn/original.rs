@@ -66,17 +66,32 @@ const MAX_KEPT_PAST_CAP: usize = 32;
 /// Splits a header block into unfolded fields; stops at the first empty or
 /// non-header line. Returns the fields and whether a body separator was reached.
 pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
+    let (fields, ended, _) = fields_of_lines(block.lines(), max);
+    (fields, ended)
+}
+
+/// [`header_fields`] over lines; also says how many lines were read as fields
+/// (the line that ended the block not counted). One step per line.
+fn fields_of_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> (Vec<(String, String)>, bool, usize) {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut ended = false;
+    let mut read = 0;
     // The field being read was dropped (past the cap): so are its continuations.
     let mut dropped = false;
-    for line in block.lines() {
+    for line in lines {
+        if super::budget::step(1) {
+            break;
+        }
         if line.trim().is_empty() {
             ended = true;
             break;
         }
         if line.starts_with([' ', '\t']) {
             if dropped {
+                read += 1;
                 continue;
             }
             match out.last_mut() {
@@ -85,6 +100,7 @@ pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
                         last.1.push(' ');
                         last.1.push_str(line.trim());
                     }
+                    read += 1;
                     continue;
                 }
                 None => break,
@@ -104,8 +120,9 @@ pub fn header_fields(block: &str, max: usize) -> (Vec<(String, String)>, bool) {
                 break;
             }
         }
+        read += 1;
     }
-    (out, ended)
+    (out, ended, read)
 }
 
 /// The address inside `Name <addr>` or a bare `addr`.
@@ -206,16 +223,10 @@ static HEADER_START: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^(?:>\s?)?(?:return-path|received|message-id|from|date|subject|to|dkim-signature|mime-version|x-[a-z0-9-]+):").unwrap()
 });
 
-fn unquote(block: &str) -> String {
-    block
-        .lines()
-        .map(|l| {
-            l.strip_prefix("> ")
-                .or_else(|| l.strip_prefix('>'))
-                .unwrap_or(l)
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+fn unquote(line: &str) -> &str {
+    line.strip_prefix("> ")
+        .or_else(|| line.strip_prefix('>'))
+        .unwrap_or(line)
 }
 
 /// Headers quoted in the text: after a marker, else the first header-like block.
@@ -231,12 +242,11 @@ pub struct Quoted {
     pub original: Original,
 }
 
-/// `lower` is `text` lowercased when that keeps every byte offset (else `None`:
-/// markers are not looked for, only header blocks).
-pub fn inline(text: &str, lower: Option<&str>, max_headers: usize) -> Option<Quoted> {
-    let mut candidates: Vec<usize> = lower
-        .map(|l| MARKERS.iter().filter_map(|m| l.find(m)).collect())
-        .unwrap_or_default();
+/// `ascii` is `text` with ASCII letters lowercased (`str::to_ascii_lowercase`:
+/// every byte offset is the same in both).
+pub fn inline(text: &str, ascii: &str, max_headers: usize) -> Option<Quoted> {
+    debug_assert_eq!(text.len(), ascii.len());
+    let mut candidates: Vec<usize> = MARKERS.iter().filter_map(|m| ascii.find(m)).collect();
     candidates.sort_unstable();
     for start in candidates {
         // From the line after the marker, look for the header block.
@@ -254,6 +264,10 @@ pub fn inline(text: &str, lower: Option<&str>, max_headers: usize) -> Option<Quo
 }
 
 /// Looks for a plausible header block starting within `max_lines` lines of `from`.
+///
+/// Linear: a block that is not plausible is skipped whole (its lines are never
+/// read again as the start of another block), and a block is read line by line
+/// from `text`, never copied.
 fn scan(
     text: &str,
     from: usize,
@@ -262,42 +276,44 @@ fn scan(
     strict: bool,
 ) -> Option<Quoted> {
     let mut offset = from;
+    let mut skip = 0usize;
     for (n, line) in text[from..].split_inclusive('\n').enumerate() {
-        if n >= max_lines {
+        if n >= max_lines || super::budget::step(1) {
             break;
         }
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        if HEADER_START.is_match(trimmed) {
-            let indent = line.len() - trimmed.len();
-            let block: String = text[offset..]
-                .lines()
-                .map(|l| match l.get(..indent) {
-                    Some(p) if p.trim().is_empty() => &l[indent..],
-                    _ => l,
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            let block = if trimmed.starts_with('>') {
-                unquote(&block)
-            } else {
-                block
-            };
-            let (fields, _) = header_fields(&block, max_headers);
-            let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-            if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received"))
-            {
-                let end = text[offset..]
-                    .find("\n\n")
-                    .map_or(text.len(), |e| offset + e + 1);
-                return Some(Quoted {
-                    start: offset,
-                    end,
-                    after_marker: false,
-                    original: Original::from_fields(Source::Inline, fields, true),
-                });
-            }
-        }
+        let here = offset;
         offset += line.len();
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        if !HEADER_START.is_match(trimmed) {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let quoted = trimmed.starts_with('>');
+        let lines = text[here..].lines().map(|l| {
+            let l = match l.get(..indent) {
+                Some(p) if p.trim().is_empty() => &l[indent..],
+                _ => l,
+            };
+            if quoted { unquote(l) } else { l }
+        });
+        let (fields, _, read) = fields_of_lines(lines, max_headers);
+        let has = |n: &str| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+        if Original::is_plausible(&fields) && (!strict || has("message-id") || has("received")) {
+            let end = text[here..]
+                .find("\n\n")
+                .map_or(text.len(), |e| here + e + 1);
+            return Some(Quoted {
+                start: here,
+                end,
+                after_marker: false,
+                original: Original::from_fields(Source::Inline, fields, true),
+            });
+        }
+        skip = read.saturating_sub(1);
     }
     None
 }
@@ -314,7 +330,7 @@ mod tests {
             ------ This is a copy of the message, including all the headers. ------\n\n\
             Return-path: <alice@ours.example>\nReceived: from a by b\n\tid 1\n\
             Message-Id: <abc@ours.example>\nFrom: Alice <alice@ours.example>\nSubject: hi\n\nbody\n";
-        let q = inline(text, Some(&text.to_lowercase()), 100).unwrap();
+        let q = inline(text, &text.to_ascii_lowercase(), 100).unwrap();
         assert!(text[q.start..].starts_with("Return-path:"));
         assert!(q.after_marker);
         let o = q.original;
@@ -327,7 +343,7 @@ mod tests {
     #[test]
     fn quoted_headers() {
         let text = "Your mail could not be delivered.\n\n> Received: from x by y\n> Message-ID: <q@ours.example>\n> From: a@ours.example\n";
-        let q = inline(text, Some(&text.to_lowercase()), 100).unwrap();
+        let q = inline(text, &text.to_ascii_lowercase(), 100).unwrap();
         assert!(!q.after_marker);
         assert_eq!(q.original.message_id.as_deref(), Some("q@ours.example"));
     }

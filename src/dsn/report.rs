@@ -25,8 +25,13 @@ fn typed_value(v: &str) -> String {
 fn fields(group: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in group.lines() {
+        if super::budget::step(1) {
+            break;
+        }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
+            if let Some(last) = out.last_mut()
+                && last.1.len() < 4096
+            {
                 last.1.push(' ');
                 last.1.push_str(line.trim());
             }

@@ -318,18 +318,19 @@ pub fn reporter_sender(addr: &str, name: &str) -> bool {
 }
 
 static SMTP_AND_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[^\d.])[245]\d\d[ -]['#]?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
+    Regex::new(r"(?:^|[^0-9.])[245][0-9][0-9][ -]['#]?([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])")
+        .unwrap()
 });
 static HASH_STATUS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"#([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap());
+    LazyLock::new(|| Regex::new(r"#([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])").unwrap());
 static LABELLED_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:status|code)[:= ]+\(?([245]\.\d{1,3}\.\d{1,3})(?:$|[^\d.])").unwrap()
+    Regex::new(r"(?i)(?:status|code)[:= ]+\(?([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9.])").unwrap()
 });
 static BARE_STATUS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s(\[<:;,=])([45]\.\d{1,3}\.\d{1,3})(?:$|[\s)\]>.,;:])").unwrap()
+    Regex::new(r"(?:^|[\s(\[<:;,=])([45]\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[\s)\]>.,;:])").unwrap()
 });
 static SMTP_CODE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s:(\[<#]|said:? |error:? )([45][0-5]\d)(?:[ -]|$)").unwrap()
+    Regex::new(r"(?:^|[\s:(\[<#]|said:? |error:? )([45][0-5][0-9])(?:[ -]|$)").unwrap()
 });
 
 /// The first failure code (class 4 or 5) the pattern finds; if that is only a
@@ -365,139 +366,141 @@ pub fn smtp_code_in(text: &str) -> Option<u16> {
         .and_then(|c| c.get(1)?.as_str().parse().ok())
 }
 
+/// What real NDRs say when they give no code, and the RFC 3463 subject.detail.
+const RULES: &[(&[&str], (u16, u16))] = &[
+    (
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "over quota",
+            "quota exceeded",
+            "exceeded storage",
+            "insufficient storage",
+            "mailbox size limit",
+            "exceeds the quota",
+            "is over its quota",
+            "quota exceed",
+            "disk quota",
+        ],
+        (2, 2),
+    ),
+    (
+        &[
+            "message too large",
+            "message size exceeds",
+            "message is too large",
+            "size limit",
+            "too big",
+            "exceeds the maximum size",
+            "message length exceeds",
+        ],
+        (3, 4),
+    ),
+    (
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "does not exist",
+            "mailbox unavailable",
+            "invalid recipient",
+            "recipient address rejected",
+            "unknown recipient",
+            "no mailbox",
+            "mailbox not found",
+            "not a valid mailbox",
+            "address rejected",
+            "unknown address",
+            "no such recipient",
+            "user not found",
+            "invalid mailbox",
+            "not our customer",
+            "account does not exist",
+            "no such mailbox",
+            "unrouteable address",
+            "recipient not found",
+            "addressee unknown",
+            "bad destination mailbox",
+            "user doesn't have",
+            "isn't a valid",
+            "account has been disabled",
+            "mailbox disabled",
+            "account is disabled",
+            "inactive",
+            "suspended",
+            "is not a known user",
+            "user is unknown",
+            "unknown local part",
+            "unknown or illegal alias",
+            "not listed in",
+        ],
+        (1, 1),
+    ),
+    (
+        &[
+            "host not found",
+            "domain not found",
+            "host unknown",
+            "no mx",
+            "name server",
+            "unrouteable mail domain",
+            "domain does not exist",
+            "host or domain name not found",
+            "no such domain",
+            "nxdomain",
+            "unknown host",
+            "dns error",
+            "domain name not found",
+        ],
+        (1, 2),
+    ),
+    (
+        &[
+            "timed out",
+            "timeout",
+            "expired",
+            "too long",
+            "retry time",
+            "could not send message for past",
+            "could not send mail for past",
+            "giving up",
+            "deferred",
+            "was not delivered within",
+        ],
+        (4, 7),
+    ),
+    (&["relay", "relaying"], (7, 1)),
+    (
+        &[
+            "spam",
+            "blocked",
+            "blacklist",
+            "block list",
+            "blocklist",
+            "rejected for policy",
+            "policy",
+            "not authorized",
+            "not permitted",
+            "access denied",
+            "refused",
+            "denied",
+            "rejected",
+            "reputation",
+            "dnsbl",
+            "rbl",
+        ],
+        (7, 1),
+    ),
+    (&["loop", "too many hops", "hop count exceeded"], (4, 6)),
+    (
+        &["connection refused", "no route to host", "connect to"],
+        (4, 1),
+    ),
+];
+
 /// A status inferred from what the text says when it gives no code: the reasons
 /// real NDRs give, mapped to their RFC 3463 codes. `lower` must be lowercase.
 pub fn infer_status(lower: &str, temporary: bool) -> Option<Status> {
-    const RULES: &[(&[&str], (u16, u16))] = &[
-        (
-            &[
-                "mailbox full",
-                "mailbox is full",
-                "over quota",
-                "quota exceeded",
-                "exceeded storage",
-                "insufficient storage",
-                "mailbox size limit",
-                "exceeds the quota",
-                "is over its quota",
-                "quota exceed",
-                "disk quota",
-            ],
-            (2, 2),
-        ),
-        (
-            &[
-                "message too large",
-                "message size exceeds",
-                "message is too large",
-                "size limit",
-                "too big",
-                "exceeds the maximum size",
-                "message length exceeds",
-            ],
-            (3, 4),
-        ),
-        (
-            &[
-                "user unknown",
-                "unknown user",
-                "no such user",
-                "does not exist",
-                "mailbox unavailable",
-                "invalid recipient",
-                "recipient address rejected",
-                "unknown recipient",
-                "no mailbox",
-                "mailbox not found",
-                "not a valid mailbox",
-                "address rejected",
-                "unknown address",
-                "no such recipient",
-                "user not found",
-                "invalid mailbox",
-                "not our customer",
-                "account does not exist",
-                "no such mailbox",
-                "unrouteable address",
-                "recipient not found",
-                "addressee unknown",
-                "bad destination mailbox",
-                "user doesn't have",
-                "isn't a valid",
-                "account has been disabled",
-                "mailbox disabled",
-                "account is disabled",
-                "inactive",
-                "suspended",
-                "is not a known user",
-                "user is unknown",
-                "unknown local part",
-                "unknown or illegal alias",
-                "not listed in",
-            ],
-            (1, 1),
-        ),
-        (
-            &[
-                "host not found",
-                "domain not found",
-                "host unknown",
-                "no mx",
-                "name server",
-                "unrouteable mail domain",
-                "domain does not exist",
-                "host or domain name not found",
-                "no such domain",
-                "nxdomain",
-                "unknown host",
-                "dns error",
-                "domain name not found",
-            ],
-            (1, 2),
-        ),
-        (
-            &[
-                "timed out",
-                "timeout",
-                "expired",
-                "too long",
-                "retry time",
-                "could not send message for past",
-                "could not send mail for past",
-                "giving up",
-                "deferred",
-                "was not delivered within",
-            ],
-            (4, 7),
-        ),
-        (&["relay", "relaying"], (7, 1)),
-        (
-            &[
-                "spam",
-                "blocked",
-                "blacklist",
-                "block list",
-                "blocklist",
-                "rejected for policy",
-                "policy",
-                "not authorized",
-                "not permitted",
-                "access denied",
-                "refused",
-                "denied",
-                "rejected",
-                "reputation",
-                "dnsbl",
-                "rbl",
-            ],
-            (7, 1),
-        ),
-        (&["loop", "too many hops", "hop count exceeded"], (4, 6)),
-        (
-            &["connection refused", "no route to host", "connect to"],
-            (4, 1),
-        ),
-    ];
     let class = if temporary { 4 } else { 5 };
     RULES.iter().find_map(|(words, (s, d))| {
         any(lower, words).then(|| {
@@ -811,26 +814,63 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
 
 /// The diagnostic text for `addr`: its line and the indented lines that follow.
 pub fn diagnostic_for(text: &str, addr: &str) -> Option<String> {
-    let lower_addr = addr.to_ascii_lowercase();
-    let lines: Vec<&str> = text.lines().collect();
-    let i = lines
-        .iter()
-        .position(|l| l.to_ascii_lowercase().contains(&lower_addr))?;
-    let mut out = lines[i].trim().to_string();
-    for l in lines.iter().skip(i + 1).take(6) {
-        if l.trim().is_empty() {
-            if out.len() > lower_addr.len() + 4 {
-                break;
-            }
-            continue;
-        }
-        if out.len() > 600 {
+    diagnostics_for(text, &[addr.to_string()]).pop().flatten()
+}
+
+/// A diagnostic is cut here (a single line can be the whole text).
+const MAX_DIAGNOSTIC: usize = 1024;
+
+/// [`diagnostic_for`] each address, in one pass over the text whatever their
+/// number: the first line that contains the address (ASCII case ignored) and the
+/// lines that follow it.
+pub fn diagnostics_for(text: &str, addrs: &[String]) -> Vec<Option<String>> {
+    let mut out = vec![None; addrs.len()];
+    let Ok(ac) = aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(addrs)
+    else {
+        return out;
+    };
+    let mut first: Vec<Option<usize>> = vec![None; addrs.len()];
+    let mut left = addrs.len();
+    for m in ac.find_overlapping_iter(text) {
+        if super::budget::step(1) {
             break;
         }
-        out.push(' ');
-        out.push_str(l.trim());
+        let slot = &mut first[m.pattern().as_usize()];
+        if slot.is_none() {
+            *slot = Some(m.start());
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
     }
-    Some(out)
+    // Where each line starts, to find an offset's line without walking back.
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
+        .collect();
+    for ((slot, at), addr) in out.iter_mut().zip(first).zip(addrs) {
+        let Some(at) = at else { continue };
+        let line = starts[starts.partition_point(|&s| s <= at) - 1];
+        let mut lines = text[line..].lines();
+        let mut d = super::cut(lines.next().unwrap_or("").trim(), MAX_DIAGNOSTIC).to_string();
+        for l in lines.take(6) {
+            if l.trim().is_empty() {
+                if d.len() > addr.len() + 4 {
+                    break;
+                }
+                continue;
+            }
+            if d.len() > 600 {
+                break;
+            }
+            d.push(' ');
+            d.push_str(super::cut(l.trim(), MAX_DIAGNOSTIC));
+        }
+        *slot = Some(d);
+    }
+    out
 }
 
 static POSTFIX_HOST: LazyLock<Regex> = LazyLock::new(|| {
