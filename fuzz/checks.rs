@@ -52,21 +52,30 @@ pub fn config_parse(data: &[u8]) {
     }
 }
 
-/// The signature header (`value \0 message-id \0 date`): anything may be
-/// checked; our own signature always verifies.
+/// The signature header (`value \0 message-id \0 date \0 from \0 recipient`):
+/// anything may be checked; our own signature always verifies for its recipient.
 pub fn signature_verify(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let mut it = text.splitn(3, '\0');
-    let (value, mid, date) = (
-        it.next().unwrap_or(""),
-        it.next().unwrap_or(""),
-        it.next().unwrap_or(""),
-    );
-    let _ = signature::verify(&KEYS, value, mid, date);
-    let ours = signature::sign(&KEYS, mid, date);
-    assert!(signature::verify(&KEYS, &ours, mid, date));
+    let mut it = text.splitn(5, '\0');
+    let mut next = || it.next().unwrap_or("");
+    let (value, mid, date, from, rcpt) = (next(), next(), next(), next(), next());
+    let f = signature::Fields {
+        message_id: mid,
+        date,
+        from,
+    };
+    let today = 20_000;
+    let rcpts = [rcpt.to_string()];
+    let _ = signature::verify(&KEYS, value, &f, &rcpts, today, None);
+    if let Some(ours) = signature::sign(&KEYS, &f, &rcpts, today + 14) {
+        assert_eq!(
+            signature::verify(&KEYS, &ours, &f, &rcpts, today, None),
+            signature::Check::Valid,
+            "{ours}"
+        );
+    }
 }
 
 /// SMFIC_OPTNEG as Postfix sends it: version 6, all actions, every protocol
