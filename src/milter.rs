@@ -327,14 +327,14 @@ pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock:
 async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let host = macro_str(&cx.macros, c"j");
-    let panic_here = PANIC_AT_EOM_FROM.get().is_some_and(|p| {
-        macro_str(&cx.macros, c"{mail_addr}").is_some_and(|m| m.eq_ignore_ascii_case(p))
-    });
     let started = Instant::now();
     let Some(session) = cx.data.take() else {
         error!("NOQUEUE: no session state at eom, tempfailing");
         return Status::Tempfail;
     };
+    let panic_here = PANIC_AT_EOM_FROM
+        .get()
+        .is_some_and(|p| session.sender().is_some_and(|m| m.eq_ignore_ascii_case(p)));
     // The semaphore is never closed.
     let permit = slots.acquire_owned().await.ok();
     let deadline = Instant::now() + session.runtime().config.analysis.time_budget;

@@ -201,6 +201,11 @@ impl Session {
         }
     }
 
+    /// The current message's envelope sender (empty for the null sender).
+    pub fn sender(&self) -> Option<&str> {
+        self.msg.as_ref().map(|m| m.sender.as_str())
+    }
+
     /// The queue id for log lines, `NOQUEUE` before Postfix assigns one.
     pub fn queue_id(&self) -> &str {
         self.msg
