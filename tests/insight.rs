@@ -330,18 +330,10 @@ fn hashed_addresses_and_a_ring_of_two() {
 /// target/insight-decisions.png.
 #[test]
 fn decisions_page_in_headless_chromium() {
-    let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        assert!(
-            std::env::var("BACKSCATTER_REQUIRE_POSTFIX").is_err(),
-            "chromium is required in CI"
-        );
-        eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+    if !common::chromium_available() || !postfix_available() {
         return;
     }
-    if !postfix_available() {
-        return;
-    }
+    let chromium = Path::new(common::CHROMIUM);
     // No token here: Chromium's command line cannot send one.
     let dir = temp_dir();
     let cfg = format!(

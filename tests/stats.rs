@@ -300,18 +300,10 @@ fn config_refuses_an_open_endpoint_without_a_token() {
 /// a screenshot is taken.
 #[test]
 fn page_renders_in_headless_chromium() {
-    let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        assert!(
-            std::env::var("BACKSCATTER_REQUIRE_POSTFIX").is_err(),
-            "chromium is required in CI"
-        );
-        eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+    if !common::chromium_available() || !postfix_available() {
         return;
     }
-    if !postfix_available() {
-        return;
-    }
+    let chromium = Path::new(common::CHROMIUM);
     let dir = temp_dir();
     let cfg = format!(
         "{}\n[ledger]\nstate_dir = \"{}\"\n[verdict]\nmode = \"enforce\"\n[stats]\nlisten = \"127.0.0.1:0\"\n",

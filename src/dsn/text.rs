@@ -789,7 +789,10 @@ fn candidates(text: &str, exclude: &[String]) -> Candidates {
                         .rfind(|c: char| {
                             c.is_whitespace() || matches!(c, '<' | '"' | '\'' | '(' | '[')
                         })
-                        .map_or(0, |i| i + 1);
+                        // Past the separator, whatever its width (U+00A0 is 2 bytes).
+                        .map_or(0, |i| {
+                            i + window[i..].chars().next().map_or(1, char::len_utf8)
+                        });
                 let raw = if line[start..]
                     .get(..5)
                     .is_some_and(|p| p.eq_ignore_ascii_case("imcea"))

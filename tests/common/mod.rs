@@ -41,6 +41,23 @@ pub fn postfix_available() -> bool {
     false
 }
 
+/// Debian's Chromium, for the page tests.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Returns false (after saying so) when headless Chromium is not installed; in CI
+/// (BACKSCATTER_REQUIRE_POSTFIX=1) that is a failure.
+pub fn chromium_available() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("BACKSCATTER_REQUIRE_POSTFIX").is_err(),
+        "chromium is required in CI"
+    );
+    eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+    false
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
