@@ -170,9 +170,10 @@ async fn negotiate(
     cx.requested_opts = agreed;
     // Macros only where they are read: the client at connect, the queue id,
     // authentication and service at MAIL (Sendmail knows the queue id there,
-    // Postfix from RCPT or end of message on), the MTA's name at end of message.
+    // Postfix from RCPT or end of message on). The MTA's own name (`j`) is not
+    // asked for: no evidence reads it (a HELO name proves nothing).
     let want = [
-        (MacroStage::Connect, "j {daemon_name} {client_addr}"),
+        (MacroStage::Connect, "{daemon_name} {client_addr}"),
         (MacroStage::Mail, "i {auth_authen} {daemon_name}"),
         (MacroStage::Rcpt, "i"),
         (MacroStage::Eom, "i"),
@@ -210,7 +211,6 @@ async fn connect(
     let mut session = Session::new(rt, &lossy(&hostname), addr, local);
     session.negotiated = agreed;
     session.set_daemon_name(macro_str(&cx.macros, c"{daemon_name}"));
-    session.set_local_hostname(macro_str(&cx.macros, c"j"));
     cx.data = Some(session);
     carry_on(agreed.noreply_connect)
 }
@@ -326,7 +326,6 @@ pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock:
 /// within `analysis.time_budget_ms`. A panic there tempfails only this message.
 async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
-    let host = macro_str(&cx.macros, c"j");
     let started = Instant::now();
     let Some(session) = cx.data.take() else {
         error!("NOQUEUE: no session state at eom, tempfailing");
@@ -348,8 +347,7 @@ async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
                 if panic_here {
                     panic!("test-triggered panic at eom\nforged: log line\x1b[0m");
                 }
-                let host = host.or_else(|| s.local_hostname().map(str::to_string));
-                (s.end_of_message(today(), unix_now(), host.as_deref()), qid)
+                (s.end_of_message(today(), unix_now()), qid)
             })
         });
         (data, result, usage)

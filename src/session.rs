@@ -22,7 +22,6 @@ pub struct Session {
     client_addr: Option<IpAddr>,
     client_name: String,
     local_submission: bool,
-    local_hostname: Option<String>,
     daemon_name: Option<String>,
     msg: Option<Message>,
     /// What the MTA agreed to at negotiation (set by `milter.rs`).
@@ -172,7 +171,6 @@ impl Session {
             client_addr,
             client_name: client_name.to_string(),
             local_submission,
-            local_hostname: None,
             daemon_name: None,
             msg: None,
             negotiated: Negotiated::default(),
@@ -182,17 +180,6 @@ impl Session {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.rt
-    }
-
-    /// The MTA's own hostname (`j`), one of our relays.
-    pub fn set_local_hostname(&mut self, name: Option<String>) {
-        if name.is_some() {
-            self.local_hostname = name;
-        }
-    }
-
-    pub fn local_hostname(&self) -> Option<&str> {
-        self.local_hostname.as_deref()
     }
 
     pub fn set_daemon_name(&mut self, name: Option<String>) {
@@ -358,14 +345,8 @@ impl Session {
     }
 
     /// End of message: decides what to change. The message state is consumed.
-    /// `today` is days since 1970, `now` unix seconds; `local_hostname` is the MTA's
-    /// own name (Postfix's `j` macro).
-    pub fn end_of_message(
-        &mut self,
-        today: i64,
-        now: u64,
-        local_hostname: Option<&str>,
-    ) -> EomPlan {
+    /// `today` is days since 1970, `now` unix seconds.
+    pub fn end_of_message(&mut self, today: i64, now: u64) -> EomPlan {
         let Some(msg) = self.msg.take() else {
             return EomPlan::default();
         };
@@ -410,7 +391,7 @@ impl Session {
         let decision = if outbound {
             self.outbound(&msg, &mut plan, &mut value, today, now)
         } else {
-            self.inbound(&msg, &mut plan, &mut value, today, now, local_hostname)
+            self.inbound(&msg, &mut plan, &mut value, today, now)
         };
         plan.summary = format!(
             "client={}[{}] from=<{}> null_sender={} rcpts={} batv=[{}] {decision} removed_headers={} header_bytes={} body_bytes={}{}",
@@ -535,7 +516,6 @@ impl Session {
         value: &mut String,
         today: i64,
         now: u64,
-        local_hostname: Option<&str>,
     ) -> String {
         let rt = &self.rt;
         let cfg = &rt.config;
@@ -547,7 +527,6 @@ impl Session {
                 tag: r.tag.as_ref(),
             })
             .collect();
-        let _ = local_hostname;
         let bad_source = self
             .client_addr
             .is_some_and(|ip| rt.reputation.is_bad(ip, now));

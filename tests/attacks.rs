@@ -271,7 +271,7 @@ fn refusal_8_exempt_mail_is_recorded_and_never_untagged() {
             }
         }
         s.body(body.as_bytes());
-        s.end_of_message(today, now, None)
+        s.end_of_message(today, now)
     };
     // Outbound, authenticated: to a partner (exempt) and from noreply (exempt).
     let out1 = run(
