@@ -23,7 +23,8 @@
 //!
 //! Run: cargo bench --bench postfix [-- postfix|direct|connections|transports]
 //! Env: BENCH_ROUNDS (3), BENCH_MESSAGES (messages per Postfix run, 600),
-//!      BENCH_CONNECTIONS (1000).
+//!      BENCH_CONNECTIONS (1000), BENCH_DIRECT (`plain` or `bounces`: only those
+//!      direct cases).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -167,13 +168,22 @@ struct Noop {
 }
 
 impl Noop {
-    fn start(dir: &Path) -> Self {
-        let socket = dir.join("noop.sock");
-        let child = Command::new(std::env::current_exe().unwrap())
-            .arg("--noop-milter")
-            .arg(&socket)
-            .spawn()
-            .unwrap();
+    /// `stages`: negotiate the stages and no-reply flags the daemon asks for
+    /// (RCPT answered, connect/MAIL/headers without reply, the body skipped at its
+    /// first chunk) instead of end of message only: separates what the protocol as
+    /// we use it costs from what our code costs.
+    fn start(dir: &Path, stages: bool) -> Self {
+        let socket = dir.join(if stages {
+            "noop-stages.sock"
+        } else {
+            "noop.sock"
+        });
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.arg("--noop-milter").arg(&socket);
+        if stages {
+            cmd.arg("stages");
+        }
+        let child = cmd.spawn().unwrap();
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
@@ -186,7 +196,7 @@ impl Noop {
     }
 
     /// Serves until killed.
-    fn serve(path: &Path) {
+    fn serve(path: &Path, stages: bool) {
         use indymilter::{Actions, Callbacks, Status};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -197,7 +207,7 @@ impl Noop {
             let l = tokio::net::UnixListener::bind(path).unwrap();
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(path, fs::Permissions::from_mode(0o666)).unwrap();
-            let callbacks = Callbacks::<()>::new().on_eom(|cx| {
+            let mut callbacks = Callbacks::<()>::new().on_eom(|cx| {
                 Box::pin(async move {
                     use indymilter::ContextActions;
                     match cx.actions.add_header("X-Noop", "yes").await {
@@ -206,6 +216,21 @@ impl Noop {
                     }
                 })
             });
+            if stages {
+                callbacks = callbacks
+                    .on_negotiate(|cx, _, offered| {
+                        Box::pin(async move {
+                            cx.requested_opts =
+                                backscatter_milter::milter::requested_opts(offered, true);
+                            Status::Continue
+                        })
+                    })
+                    .on_connect(|_, _, _| Box::pin(async { Status::Noreply }))
+                    .on_mail(|_, _| Box::pin(async { Status::Noreply }))
+                    .on_rcpt(|_, _| Box::pin(async { Status::Continue }))
+                    .on_header(|_, _, _| Box::pin(async { Status::Noreply }))
+                    .on_body(|_, _| Box::pin(async { Status::Skip }));
+            }
             let config = indymilter::Config {
                 actions: Actions::ADD_HEADER,
                 max_connections: 1200,
@@ -528,6 +553,12 @@ fn direct_part(rounds: usize, milters: &[(String, PathBuf)], bounce_raw: &[Vec<u
         ("real bounces", bounces.clone(), 1, 2000),
         ("real bounces", bounces.clone(), 100, 6000),
     ];
+    // BENCH_DIRECT=plain|bounces keeps only those cases (for profiling).
+    let only = std::env::var("BENCH_DIRECT").unwrap_or_default();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|(name, ..)| only.is_empty() || name.contains(only.as_str()))
+        .collect();
     let parallel = 4;
     println!(
         "2. the milter driven directly over the protocol (no MTA), {parallel} connections in parallel, {rounds} rounds interleaved"
@@ -746,10 +777,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    if let [flag, socket] = args.as_slice()
+    if let [flag, socket, rest @ ..] = args.as_slice()
         && flag == "--noop-milter"
     {
-        Noop::serve(Path::new(socket));
+        Noop::serve(Path::new(socket), rest.iter().any(|a| a == "stages"));
         return;
     }
     let parts: Vec<&str> = args
@@ -761,7 +792,8 @@ fn main() {
     raise_fd_limit();
     let rounds = env_num("BENCH_ROUNDS", 3);
     let dir = temp_dir();
-    let noop = Noop::start(dir.path());
+    let noop = Noop::start(dir.path(), false);
+    let noop_stages = Noop::start(dir.path(), true);
     let daemons: Vec<(String, Daemon)> = milter_bins()
         .into_iter()
         .map(|(name, bin)| {
@@ -774,6 +806,7 @@ fn main() {
     for (name, d) in &daemons {
         milters.push((name.clone(), d.socket.clone()));
     }
+    milters.push(("no-op/stages".to_string(), noop_stages.socket.clone()));
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

@@ -334,13 +334,10 @@ async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let panic_here = PANIC_AT_EOM_FROM
         .get()
         .is_some_and(|p| session.sender().is_some_and(|m| m.eq_ignore_ascii_case(p)));
-    // The semaphore is never closed.
-    let permit = slots.acquire_owned().await.ok();
-    let deadline = Instant::now() + session.runtime().config.analysis.time_budget;
-    let joined = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+    let mut session = session;
+    let decide = move |session: Session, deadline: Option<Instant>| {
         let mut data = Some(session);
-        let (result, usage) = budget::run(Some(deadline), || {
+        let (result, usage) = budget::run(deadline, || {
             guarded(&mut data, "eom", |s| {
                 s.set_queue_id(qid);
                 let qid = s.queue_id().to_string();
@@ -351,8 +348,20 @@ async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
             })
         });
         (data, result, usage)
-    })
-    .await;
+    };
+    let joined = if session.light_end() {
+        // Nothing to parse, sign or record: a few microseconds, done here.
+        Ok(decide(session, None))
+    } else {
+        // The semaphore is never closed.
+        let permit = slots.acquire_owned().await.ok();
+        let deadline = Instant::now() + session.runtime().config.analysis.time_budget;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            decide(session, Some(deadline))
+        })
+        .await
+    };
     let (plan, qid) = match joined {
         Ok((data, result, usage)) => {
             cx.data = data;

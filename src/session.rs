@@ -344,9 +344,28 @@ impl Session {
         })
     }
 
+    /// Whether the end of this message is light work: inbound mail that cannot be
+    /// a report, so nothing is parsed, signed or recorded.
+    pub fn light_end(&mut self) -> bool {
+        let batv = &self.rt.config.batv;
+        let Some(msg) = self.msg.as_ref() else {
+            return true;
+        };
+        let outbound = outbound::is_outbound(
+            batv,
+            &msg.origin,
+            &msg.sender,
+            msg.rcpts.iter().map(|r| r.given.as_str()),
+        );
+        !outbound && !msg.failed && !self.needs_body()
+    }
+
     /// End of message: decides what to change. The message state is consumed.
     /// `today` is days since 1970, `now` unix seconds.
     pub fn end_of_message(&mut self, today: i64, now: u64) -> EomPlan {
+        // Asked before the message is taken: inbound mail that cannot be a report
+        // (see `needs_body`) is not analysed at all.
+        let analyse = self.needs_body();
         let Some(msg) = self.msg.take() else {
             return EomPlan::default();
         };
@@ -391,7 +410,7 @@ impl Session {
         let decision = if outbound {
             self.outbound(&msg, &mut plan, &mut value, today, now)
         } else {
-            self.inbound(&msg, &mut plan, &mut value, today, now)
+            self.inbound(&msg, analyse, &mut plan, &mut value, today, now)
         };
         plan.summary = format!(
             "client={}[{}] from=<{}> null_sender={} rcpts={} batv=[{}] {decision} removed_headers={} header_bytes={} body_bytes={}{}",
@@ -508,10 +527,12 @@ impl Session {
         }
     }
 
-    /// Mail from outside: analyse it, gather the evidence, decide.
+    /// Mail from outside: analyse it (when it can be a report), gather the
+    /// evidence, decide.
     fn inbound(
         &self,
         msg: &Message,
+        analyse: bool,
         plan: &mut EomPlan,
         value: &mut String,
         today: i64,
@@ -519,30 +540,38 @@ impl Session {
     ) -> String {
         let rt = &self.rt;
         let cfg = &rt.config;
-        let rcpts: Vec<crate::evidence::RcptTag<'_>> = msg
-            .rcpts
-            .iter()
-            .map(|r| crate::evidence::RcptTag {
-                address: &r.addr,
-                tag: r.tag.as_ref(),
-            })
-            .collect();
-        let bad_source = self
-            .client_addr
-            .is_some_and(|ip| rt.reputation.is_bad(ip, now));
-        let ctx = crate::evidence::Context {
-            config: cfg,
-            keys: rt.keys.as_ref(),
-            ledger: rt.ledger.as_deref(),
-            today,
-            now,
-            bad_source,
+        let (analysis, v, valid_tag) = if analyse {
+            let rcpts: Vec<crate::evidence::RcptTag<'_>> = msg
+                .rcpts
+                .iter()
+                .map(|r| crate::evidence::RcptTag {
+                    address: &r.addr,
+                    tag: r.tag.as_ref(),
+                })
+                .collect();
+            let bad_source = self
+                .client_addr
+                .is_some_and(|ip| rt.reputation.is_bad(ip, now));
+            let ctx = crate::evidence::Context {
+                config: cfg,
+                keys: rt.keys.as_ref(),
+                ledger: rt.ledger.as_deref(),
+                today,
+                now,
+                bad_source,
+            };
+            let (analysis, ev, v) =
+                crate::evidence::assess(&msg.raw(), Some(&msg.sender), &rcpts, &ctx);
+            if v.judged && ev.untagged {
+                rt.stats.tag("missing");
+            }
+            (analysis, v, ev.valid_tag)
+        } else {
+            // A sender, no tag of ours, no report marker: what the classifier
+            // would find is `other` (tests/markers.rs shows it over the corpus).
+            let v = crate::verdict::Verdict::unjudged(&cfg.verdict.policy);
+            (crate::dsn::Analysis::default(), v, false)
         };
-        let (analysis, ev, v) =
-            crate::evidence::assess(&msg.raw(), Some(&msg.sender), &rcpts, &ctx);
-        if v.judged && ev.untagged {
-            rt.stats.tag("missing");
-        }
         rt.stats.inbound(
             analysis.kind,
             &v,
@@ -558,7 +587,7 @@ impl Session {
             &analysis,
             &v,
         );
-        rt.exemptions.observe(&analysis, ev.valid_tag, now);
+        rt.exemptions.observe(&analysis, valid_tag, now);
         if v.judged
             && v.decided >= Action::Quarantine
             && let Some(ip) = self.client_addr

@@ -173,6 +173,18 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Mail the policy does not judge: accepted untouched.
+    pub fn unjudged(policy: &Policy) -> Self {
+        Self {
+            judged: false,
+            action: Action::Accept,
+            decided: Action::Accept,
+            mode: policy.mode,
+            score: 0,
+            reasons: Vec::new(),
+        }
+    }
+
     /// `reason(+10),other(-5)` for headers and logs.
     pub fn reasons_text(&self) -> String {
         self.reasons
@@ -201,14 +213,7 @@ impl Verdict {
 /// during the first tag lifetime of signing, untagged mail is at most quarantined.
 pub fn decide(ev: &Evidence, policy: &Policy) -> Verdict {
     if ev.kind == Kind::Other || !policy.judge.contains(&ev.kind) {
-        return Verdict {
-            judged: false,
-            action: Action::Accept,
-            decided: Action::Accept,
-            mode: policy.mode,
-            score: 0,
-            reasons: Vec::new(),
-        };
+        return Verdict::unjudged(policy);
     }
     let s = &policy.scores;
     let mut reasons = Vec::new();

@@ -132,7 +132,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Analysis {
     pub kind: Kind,
     /// Short words saying why this kind was chosen.

@@ -246,7 +246,16 @@ pub struct Quoted {
 /// every byte offset is the same in both).
 pub fn inline(text: &str, ascii: &str, max_headers: usize) -> Option<Quoted> {
     debug_assert_eq!(text.len(), ascii.len());
-    let mut candidates: Vec<usize> = MARKERS.iter().filter_map(|m| ascii.find(m)).collect();
+    // Where each marker first occurs, in one pass over the text.
+    static MARKER_SET: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
+        aho_corasick::AhoCorasick::new(MARKERS).expect("markers build an automaton")
+    });
+    let mut first: Vec<Option<usize>> = vec![None; MARKERS.len()];
+    for m in MARKER_SET.find_overlapping_iter(ascii) {
+        // Same-length matches of one marker come in order: the first is its leftmost.
+        first[m.pattern().as_usize()].get_or_insert(m.start());
+    }
+    let mut candidates: Vec<usize> = first.into_iter().flatten().collect();
     candidates.sort_unstable();
     for start in candidates {
         // From the line after the marker, look for the header block.

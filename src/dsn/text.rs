@@ -3,7 +3,7 @@
 
 use super::phrases::{
     AUTOREPLY_BODY, AUTOREPLY_SUBJECT, AUTOREPLY_SUBJECT_STRONG, CHALLENGE, CHALLENGE_STRONG,
-    DELAY, NDR_BODY_INTL, NDR_SUBJECT_INTL, PERMANENT, WARNING_ONLY, any, count,
+    DELAY, NDR_BODY_INTL, NDR_SUBJECT_INTL, PERMANENT, PhraseSet, WARNING_ONLY,
 };
 use super::status::Status;
 use regex::Regex;
@@ -196,30 +196,32 @@ const VIRUS: &[&str] = &[
 /// any of the languages it knows, whether or not it starts with "re:". The body of
 /// mail whose headers show none of these (nor another marker) may be skipped.
 pub fn subject_marks(subject: &str) -> bool {
-    any(subject, NDR_SUBJECT)
-        || any(subject, NDR_SUBJECT_INTL)
-        || any(subject, AUTOREPLY_SUBJECT)
-        || any(subject, AUTOREPLY_SUBJECT_STRONG)
-        || any(subject, CHALLENGE)
-        || any(subject, CHALLENGE_STRONG)
-        || any(subject, VIRUS)
-        || any(subject, DELAY_SUBJECT)
-        || any(
-            subject,
-            &[
-                "warning: could not send",
-                "still being retried",
-                "(success)",
-                "(relay)",
-                "delivery has been completed",
-                "successful delivery",
-                "complaint about message from",
-                "virus",
-                // KDDI's "mail error notification".
-                "メールエラー",
-            ],
-        )
+    SUBJECT_MARKS.any(subject)
 }
+
+/// Other subjects of reports and notices, beyond the lists `phrases` reads.
+const OTHER_REPORT_SUBJECT: &[&str] = &[
+    "complaint about message from",
+    // KDDI's "mail error notification".
+    "メールエラー",
+];
+
+/// Every subject phrase the classifier reads, in one automaton.
+static SUBJECT_MARKS: LazyLock<PhraseSet> = LazyLock::new(|| {
+    PhraseSet::new(&[
+        NDR_SUBJECT,
+        NDR_SUBJECT_INTL,
+        AUTOREPLY_SUBJECT,
+        AUTOREPLY_SUBJECT_STRONG,
+        CHALLENGE,
+        CHALLENGE_STRONG,
+        VIRUS,
+        DELAY_SUBJECT,
+        DELIVERED_SUBJECT,
+        &["virus"],
+        OTHER_REPORT_SUBJECT,
+    ])
+});
 
 /// Delay words in subjects, in the languages of `phrases`.
 const DELAY_SUBJECT: &[&str] = &[
@@ -241,6 +243,7 @@ const DELAY_SUBJECT: &[&str] = &[
 ];
 
 /// Lowercased text facts used by the classifier.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Phrases {
     pub ndr_body: usize,
     pub ndr_subject: bool,
@@ -266,29 +269,105 @@ fn is_reply_subject(subject: &str) -> bool {
     PREFIXES.iter().any(|p| subject.starts_with(p))
 }
 
-/// `subject` and `body` must already be lowercase.
+/// The body lists [`phrases`] reads, in one automaton; `B_*` index its groups.
+static BODY_SET: LazyLock<PhraseSet> = LazyLock::new(|| {
+    PhraseSet::new(&[
+        NDR_BODY,
+        NDR_BODY_INTL,
+        DELAY,
+        PERMANENT,
+        WARNING_ONLY,
+        DELIVERED,
+        AUTOREPLY_BODY,
+        CHALLENGE,
+        CHALLENGE_STRONG,
+        VIRUS,
+    ])
+});
+const B_NDR: usize = 0;
+const B_NDR_INTL: usize = 1;
+const B_DELAY: usize = 2;
+const B_PERMANENT: usize = 3;
+const B_WARNING_ONLY: usize = 4;
+const B_DELIVERED: usize = 5;
+const B_AUTOREPLY: usize = 6;
+const B_CHALLENGE: usize = 7;
+const B_CHALLENGE_STRONG: usize = 8;
+const B_VIRUS: usize = 9;
+
+/// Subjects that report a delivery.
+const DELIVERED_SUBJECT: &[&str] = &[
+    "(success)",
+    "(relay)",
+    "delivery has been completed",
+    "successful delivery",
+];
+
+/// The subject lists [`phrases`] reads; `S_*` index its groups.
+static SUBJECT_SET: LazyLock<PhraseSet> = LazyLock::new(|| {
+    PhraseSet::new(&[
+        NDR_SUBJECT,
+        NDR_SUBJECT_INTL,
+        DELAY_SUBJECT,
+        DELIVERED_SUBJECT,
+        AUTOREPLY_SUBJECT,
+        AUTOREPLY_SUBJECT_STRONG,
+        CHALLENGE,
+        CHALLENGE_STRONG,
+        VIRUS,
+        &["virus"],
+    ])
+});
+const S_NDR: usize = 0;
+const S_NDR_INTL: usize = 1;
+const S_DELAY: usize = 2;
+const S_DELIVERED: usize = 3;
+const S_AUTOREPLY: usize = 4;
+const S_AUTOREPLY_STRONG: usize = 5;
+const S_CHALLENGE: usize = 6;
+const S_CHALLENGE_STRONG: usize = 7;
+const S_VIRUS: usize = 8;
+const S_VIRUS_WORD: usize = 9;
+
+/// `subject` and `body` must already be lowercase. Each is read once.
 pub fn phrases(subject: &str, body: &str) -> Phrases {
+    let replying = is_reply_subject(subject);
+    let b = BODY_SET.counts(body);
+    let s = SUBJECT_SET.counts(subject);
+    let has = |v: &[usize], g: usize| v[g] > 0;
+    Phrases {
+        ndr_body: b[B_NDR] + b[B_NDR_INTL],
+        ndr_subject: !replying && (has(&s, S_NDR) || has(&s, S_NDR_INTL)),
+        delay: has(&b, B_DELAY) || has(&s, S_DELAY),
+        permanent: has(&b, B_PERMANENT) && !has(&b, B_WARNING_ONLY),
+        delivered: has(&b, B_DELIVERED) || has(&s, S_DELIVERED),
+        autoreply_subject: !replying && has(&s, S_AUTOREPLY),
+        autoreply_subject_strong: !replying && has(&s, S_AUTOREPLY_STRONG),
+        autoreply_body: has(&b, B_AUTOREPLY),
+        challenge: s[S_CHALLENGE] + b[B_CHALLENGE],
+        challenge_strong: has(&b, B_CHALLENGE_STRONG) || has(&s, S_CHALLENGE_STRONG),
+        virus: has(&s, S_VIRUS) || has(&s, S_VIRUS_WORD) && has(&b, B_VIRUS),
+    }
+}
+
+/// [`phrases`] the plain way, one pass per phrase: what the automata must agree with.
+#[cfg(test)]
+pub fn phrases_naive(subject: &str, body: &str) -> Phrases {
+    use super::phrases::any;
     let replying = is_reply_subject(subject);
     let challenge_strong = any(body, CHALLENGE_STRONG) || any(subject, CHALLENGE_STRONG);
     Phrases {
-        ndr_body: count(body, NDR_BODY) + count(body, NDR_BODY_INTL),
+        ndr_body: super::phrases::count(body, NDR_BODY)
+            + super::phrases::count(body, NDR_BODY_INTL),
         ndr_subject: !replying && (any(subject, NDR_SUBJECT) || any(subject, NDR_SUBJECT_INTL)),
         delay: any(body, DELAY) || any(subject, DELAY_SUBJECT),
         permanent: any(body, PERMANENT) && !any(body, WARNING_ONLY),
-        delivered: any(body, DELIVERED)
-            || any(
-                subject,
-                &[
-                    "(success)",
-                    "(relay)",
-                    "delivery has been completed",
-                    "successful delivery",
-                ],
-            ),
+        delivered: any(body, DELIVERED) || any(subject, DELIVERED_SUBJECT),
         autoreply_subject: !replying && any(subject, AUTOREPLY_SUBJECT),
         autoreply_subject_strong: !replying && any(subject, AUTOREPLY_SUBJECT_STRONG),
         autoreply_body: any(body, AUTOREPLY_BODY),
-        challenge: count(subject, CHALLENGE) + count(body, CHALLENGE),
+        challenge: super::phrases::count(subject, CHALLENGE)
+            + super::phrases::count(body, CHALLENGE),
         challenge_strong,
         virus: any(subject, VIRUS) || any(subject, &["virus"]) && any(body, VIRUS),
     }
@@ -501,15 +580,20 @@ const RULES: &[(&[&str], (u16, u16))] = &[
 /// A status inferred from what the text says when it gives no code: the reasons
 /// real NDRs give, mapped to their RFC 3463 codes. `lower` must be lowercase.
 pub fn infer_status(lower: &str, temporary: bool) -> Option<Status> {
+    static SET: LazyLock<PhraseSet> = LazyLock::new(|| {
+        PhraseSet::new(&RULES.iter().map(|(words, _)| *words).collect::<Vec<_>>())
+    });
     let class = if temporary { 4 } else { 5 };
-    RULES.iter().find_map(|(words, (s, d))| {
-        any(lower, words).then(|| {
-            // Expiry is a temporary condition reported as final: sisimai and RFC
-            // 3463 both write it 4.4.7 even in a failure report.
-            let c = if (*s, *d) == (4, 7) { 4 } else { class };
-            Status::new(c, *s, *d)
-        })
-    })
+    // The first rule (in order) any of whose words occur.
+    let counts = SET.counts(lower);
+    let (s, d) = RULES
+        .iter()
+        .zip(counts)
+        .find_map(|((_, code), n)| (n > 0).then_some(*code))?;
+    // Expiry is a temporary condition reported as final: sisimai and RFC
+    // 3463 both write it 4.4.7 even in a failure report.
+    let c = if (s, d) == (4, 7) { 4 } else { class };
+    Some(Status::new(c, s, d))
 }
 
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
@@ -823,19 +907,33 @@ pub fn diagnostic_for(text: &str, addr: &str) -> Option<String> {
 /// A diagnostic is cut here (a single line can be the whole text).
 const MAX_DIAGNOSTIC: usize = 1024;
 
-/// [`diagnostic_for`] each address, in one pass over the text whatever their
-/// number: the first line that contains the address (ASCII case ignored) and the
-/// lines that follow it.
-pub fn diagnostics_for(text: &str, addrs: &[String]) -> Vec<Option<String>> {
-    let mut out = vec![None; addrs.len()];
+/// Where each of `needles` first occurs in `text`, ASCII case ignored. A few
+/// needles (the usual one or two failed recipients) are each found by a SIMD
+/// substring search in a lowercased copy; more go through one Aho-Corasick pass,
+/// so the work stays linear in the text whatever their number.
+fn first_occurrences(text: &str, needles: &[String]) -> Vec<Option<usize>> {
+    const FEW: usize = 8;
+    let mut first: Vec<Option<usize>> = vec![None; needles.len()];
+    if needles.len() <= FEW {
+        let lower = text.to_ascii_lowercase();
+        for (slot, n) in first.iter_mut().zip(needles) {
+            if super::budget::step(1) {
+                break;
+            }
+            *slot = memchr::memmem::find(lower.as_bytes(), n.to_ascii_lowercase().as_bytes());
+        }
+        return first;
+    }
+    // An NFA: microseconds to build, where the DFA the builder picks for small
+    // sets costs more to build than the one search it serves.
     let Ok(ac) = aho_corasick::AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .build(addrs)
+        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+        .build(needles)
     else {
-        return out;
+        return first;
     };
-    let mut first: Vec<Option<usize>> = vec![None; addrs.len()];
-    let mut left = addrs.len();
+    let mut left = needles.len();
     for m in ac.find_overlapping_iter(text) {
         if super::budget::step(1) {
             break;
@@ -849,6 +947,15 @@ pub fn diagnostics_for(text: &str, addrs: &[String]) -> Vec<Option<String>> {
             }
         }
     }
+    first
+}
+
+/// [`diagnostic_for`] each address, in one pass over the text whatever their
+/// number: the first line that contains the address (ASCII case ignored) and the
+/// lines that follow it.
+pub fn diagnostics_for(text: &str, addrs: &[String]) -> Vec<Option<String>> {
+    let mut out = vec![None; addrs.len()];
+    let first = first_occurrences(text, addrs);
     // Where each line starts, to find an offset's line without walking back.
     let starts: Vec<usize> = std::iter::once(0)
         .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
@@ -945,6 +1052,103 @@ pub fn ses_notification(text: &str) -> Option<SesNotice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dsn::phrases::any;
+
+    /// Every fixture file under tests/fixtures (the corpus copies, MTA and
+    /// documented reports), lowercased.
+    fn fixture_texts() -> Vec<String> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if let Ok(b) = std::fs::read(&p) {
+                    out.push(String::from_utf8_lossy(&b).to_lowercase());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")),
+            &mut out,
+        );
+        out
+    }
+
+    /// Both ways of finding addresses agree with a plain case-insensitive search,
+    /// below and above the few-needles limit.
+    #[test]
+    fn first_occurrences_agree_with_plain_search() {
+        let text = "Delivery to Bob@Example.COM failed.\nalice@example.org: unknown\nBOB@example.com again\n";
+        let plain = |n: &str| text.to_ascii_lowercase().find(&n.to_ascii_lowercase());
+        for k in [1usize, 3, 8, 9, 20] {
+            let mut needles: Vec<String> =
+                (0..k).map(|i| format!("user{i}@nowhere.example")).collect();
+            needles[0] = "bob@example.com".into();
+            if k > 1 {
+                needles[1] = "ALICE@example.org".into();
+            }
+            let got = first_occurrences(text, &needles);
+            let want: Vec<Option<usize>> = needles.iter().map(|n| plain(n)).collect();
+            assert_eq!(got, want, "{k} needles");
+            assert_eq!(got[0], Some(12));
+        }
+    }
+
+    /// The automata find exactly what one `contains` per phrase finds: for each
+    /// fixture as a body with its subject, and for every line of every fixture as
+    /// a subject and as a diagnostic (subject marks, inferred status).
+    #[test]
+    fn phrase_automata_agree_with_plain_search() {
+        let texts = fixture_texts();
+        assert!(texts.len() > 150, "{} fixtures", texts.len());
+        let subject_marks_naive = |s: &str| {
+            any(s, NDR_SUBJECT)
+                || any(s, NDR_SUBJECT_INTL)
+                || any(s, AUTOREPLY_SUBJECT)
+                || any(s, AUTOREPLY_SUBJECT_STRONG)
+                || any(s, CHALLENGE)
+                || any(s, CHALLENGE_STRONG)
+                || any(s, VIRUS)
+                || any(s, DELAY_SUBJECT)
+                || any(s, DELIVERED_SUBJECT)
+                || any(s, &["virus"])
+                || any(s, OTHER_REPORT_SUBJECT)
+        };
+        let infer_naive = |lower: &str, temporary: bool| {
+            let class = if temporary { 4 } else { 5 };
+            RULES.iter().find_map(|(words, (s, d))| {
+                any(lower, words).then(|| {
+                    let c = if (*s, *d) == (4, 7) { 4 } else { class };
+                    Status::new(c, *s, *d)
+                })
+            })
+        };
+        let (mut marked, mut inferred, mut found) = (0, 0, 0);
+        for text in &texts {
+            let subject = text
+                .lines()
+                .find_map(|l| l.strip_prefix("subject:"))
+                .unwrap_or("")
+                .trim();
+            let p = phrases(subject, text);
+            assert_eq!(p, phrases_naive(subject, text), "subject {subject:?}");
+            found += usize::from(p.ndr_body > 0 || p.autoreply_body || p.challenge > 0);
+            for line in text.lines() {
+                let m = subject_marks(line);
+                assert_eq!(m, subject_marks_naive(line), "{line:?}");
+                marked += usize::from(m);
+                let st = infer_status(line, false);
+                assert_eq!(st, infer_naive(line, false), "{line:?}");
+                inferred += usize::from(st.is_some());
+            }
+        }
+        // The comparison saw phrases, not just their absence.
+        assert!(
+            found > 100 && marked > 100 && inferred > 50,
+            "{found} {marked} {inferred}"
+        );
+    }
 
     #[test]
     fn status_codes_in_prose() {
