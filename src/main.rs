@@ -664,20 +664,10 @@ fn serve(path: PathBuf, checked: Checked) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let flavour = std::env::var("BM_RT").unwrap_or_default();
-    let built = match flavour.as_str() {
-        "ct" => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        "mt1" => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    };
-    let runtime = match built {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
