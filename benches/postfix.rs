@@ -24,7 +24,8 @@
 //! Run: cargo bench --bench postfix [-- postfix|direct|connections|transports]
 //! Env: BENCH_ROUNDS (3), BENCH_MESSAGES (messages per Postfix run, 600),
 //!      BENCH_CONNECTIONS (1000), BENCH_DIRECT (`plain` or `bounces`: only those
-//!      direct cases).
+//!      direct cases), BENCH_LOADS (`a,b,c`: only those Postfix loads),
+//!      BACKSCATTER_TMPDIR (where the Postfix rigs live; /dev/shm by default).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -372,6 +373,40 @@ fn xclient_load(port: u16, n: usize, sessions: usize, sender: &str, msgs: &[Vec<
     }
 }
 
+/// CPU time a process (all its threads) has used, in ms, from /proc/PID/stat.
+fn process_cpu_ms(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3 (state, not a number).
+    let ticks = f.get(10).unwrap_or(&0.0) + f.get(11).unwrap_or(&0.0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / hz
+}
+
+/// CPU time the whole machine has spent busy (not idle, not waiting for I/O)
+/// since boot, in ms, from /proc/stat.
+fn busy_ms() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 =
+        v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy * 1000.0 / hz
+}
+
 /// Waits (untimed) until Postfix has delivered everything, then empties the sink.
 fn drain(rig: &Rig) {
     let t = Instant::now();
@@ -389,7 +424,7 @@ fn drain(rig: &Rig) {
     }
 }
 
-fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
+fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)], pids: &[u32]) {
     if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/sbin/postfix").exists() {
         println!("1. through Postfix: skipped (needs root and Debian's postfix)");
         return;
@@ -414,9 +449,21 @@ fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
         vec![smtp_data(&raw)]
     };
     let bounces: Vec<Vec<u8>> = bounces().iter().map(|b| smtp_data(b)).collect();
-    let loads = [Load::Outbound, Load::Inbound, Load::Bounces];
+    // BENCH_LOADS=a,b,c (any of them) keeps only those loads.
+    let only = std::env::var("BENCH_LOADS").unwrap_or_default();
+    let loads: Vec<Load> = [Load::Outbound, Load::Inbound, Load::Bounces]
+        .into_iter()
+        .zip(["a", "b", "c"])
+        .filter(|(_, k)| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
+        .map(|(l, _)| l)
+        .collect();
     let sessions = [10usize, 50];
     let mut runs: BTreeMap<(Load, usize, usize), Vec<f64>> = BTreeMap::new();
+    // Machine CPU (all processes: client, Postfix, milter, sink) per message, ms.
+    let mut cpu: BTreeMap<(Load, usize, usize), Vec<f64>> = BTreeMap::new();
+    // The milter process's own CPU per message, ms.
+    let mut own: BTreeMap<(Load, usize, usize), Vec<f64>> = BTreeMap::new();
+    let pid_of = |v: usize| (v > 0).then(|| pids[v - 1]);
     println!(
         "1. through Postfix, msg/s, {n} messages per run, one per SMTP session, {rounds} rounds interleaved"
     );
@@ -427,6 +474,8 @@ fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
                     // A different variant goes first in each round.
                     let v = (k + round) % rigs.len();
                     let rig = &rigs[v];
+                    let busy = busy_ms();
+                    let mine = pid_of(v).map_or(0.0, process_cpu_ms);
                     let t = Instant::now();
                     match load {
                         Load::Outbound => rig.smtp_source(n, s, 2048),
@@ -438,6 +487,14 @@ fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
                     let rate = n as f64 / t.elapsed().as_secs_f64();
                     runs.entry((load, s, v)).or_default().push(rate);
                     drain(rig);
+                    cpu.entry((load, s, v))
+                        .or_default()
+                        .push((busy_ms() - busy) / n as f64);
+                    if let Some(pid) = pid_of(v) {
+                        own.entry((load, s, v))
+                            .or_default()
+                            .push((process_cpu_ms(pid) - mine) / n as f64);
+                    }
                 }
             }
         }
@@ -464,12 +521,44 @@ fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)]) {
                 })
                 .collect();
             println!("  {}, {s} sessions: {}", load.name(), cols.join(" | "));
+            let c: Vec<f64> = (0..specs.len())
+                .map(|v| median(&cpu[&(load, s, v)]))
+                .collect();
+            let cols: Vec<String> = specs
+                .iter()
+                .enumerate()
+                .map(|(v, (name, _))| match v {
+                    0 => format!("{name} {:.2}", c[0]),
+                    1 => format!("{name} {:.2} ({:.2})", c[1], c[0] / c[1]),
+                    _ => format!(
+                        "{name} {:.2} ({:.2}, {:.2})",
+                        c[v],
+                        c[0] / c[v],
+                        c[1] / c[v]
+                    ),
+                })
+                .collect();
+            println!(
+                "    CPU ms/msg (alone's / this, no-op's / this): {}",
+                cols.join(" | ")
+            );
+            let cols: Vec<String> = specs
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(v, (name, _))| format!("{name} {:.0}", 1000.0 * median(&own[&(load, s, v)])))
+                .collect();
+            println!(
+                "    the milter process's own CPU, us/msg: {}",
+                cols.join(" | ")
+            );
             for (v, (name, _)) in specs.iter().enumerate() {
                 let all: Vec<String> = runs[&(load, s, v)]
                     .iter()
-                    .map(|r| format!("{r:.0}"))
+                    .zip(&cpu[&(load, s, v)])
+                    .map(|(r, c)| format!("{r:.0} ({c:.2} ms)"))
                     .collect();
-                println!("      {name:<10} runs: {}", all.join(", "));
+                println!("      {name:<12} runs: {}", all.join(", "));
             }
         }
     }
@@ -791,6 +880,13 @@ fn main() {
     let want = |p: &str| (parts.is_empty() && p != "transports") || parts.contains(&p);
     raise_fd_limit();
     let rounds = env_num("BENCH_ROUNDS", 3);
+    // Postfix's queues and the sink in RAM (when /dev/shm is there): the cost of
+    // a milter is then not drowned in the disk's fsync latency, which varies
+    // from run to run far more than the milter costs.
+    if std::env::var_os("BACKSCATTER_TMPDIR").is_none() && Path::new("/dev/shm").is_dir() {
+        // SAFETY: set before any other thread is started.
+        unsafe { std::env::set_var("BACKSCATTER_TMPDIR", "/dev/shm") };
+    }
     let dir = temp_dir();
     let noop = Noop::start(dir.path(), false);
     let noop_stages = Noop::start(dir.path(), true);
@@ -807,6 +903,9 @@ fn main() {
         milters.push((name.clone(), d.socket.clone()));
     }
     milters.push(("no-op/stages".to_string(), noop_stages.socket.clone()));
+    let mut pids = vec![noop.child.id()];
+    pids.extend(daemons.iter().map(|(_, d)| d.child.id()));
+    pids.push(noop_stages.child.id());
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -819,7 +918,7 @@ fn main() {
     );
     let bounce_raw = bounces();
     if want("postfix") {
-        postfix_part(rounds, env_num("BENCH_MESSAGES", 600), &milters);
+        postfix_part(rounds, env_num("BENCH_MESSAGES", 600), &milters, &pids);
     }
     if want("direct") {
         direct_part(rounds, &milters, &bounce_raw);

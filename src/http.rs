@@ -226,29 +226,42 @@ async fn handle(e: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     let rt = e.runtime.current();
-    match req.uri().path() {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if path == "/healthz" {
+        return if milter_accepts(&e.milter).await {
+            reply(StatusCode::OK, "text/plain", "ok\n")
+        } else {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "milter socket not accepting\n",
+            )
+        };
+    }
+    // The pages are built off the protocol thread (a large decisions list or
+    // label set takes milliseconds).
+    tokio::task::spawn_blocking(move || page_for(&rt, &path, &query))
+        .await
+        .unwrap_or_else(|_| {
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "500 internal error\n",
+            )
+        })
+}
+
+/// The response for a GET of `path` (not /healthz).
+fn page_for(rt: &crate::Runtime, path: &str, query: &str) -> Response<Full<Bytes>> {
+    match path {
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             rt.stats.metrics_text(),
         ),
-        "/stats" => reply(
-            StatusCode::OK,
-            "application/json",
-            snapshot(&rt).to_string(),
-        ),
-        "/healthz" => {
-            if milter_accepts(&e.milter).await {
-                reply(StatusCode::OK, "text/plain", "ok\n")
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "milter socket not accepting\n",
-                )
-            }
-        }
-        "/decisions" => match crate::decisions::Filter::parse(req.uri().query().unwrap_or("")) {
+        "/stats" => reply(StatusCode::OK, "application/json", snapshot(rt).to_string()),
+        "/decisions" => match crate::decisions::Filter::parse(query) {
             Ok(f) => reply(
                 StatusCode::OK,
                 "application/json",
@@ -257,13 +270,12 @@ async fn handle(e: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("400 {e}\n")),
         },
         "/" => {
-            let mut f = crate::decisions::Filter::parse(req.uri().query().unwrap_or(""))
-                .unwrap_or_default();
+            let mut f = crate::decisions::Filter::parse(query).unwrap_or_default();
             f.limit = Some(f.limit.unwrap_or(100).min(1000));
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                page(&snapshot(&rt), &rt.decisions.list(&f), &f),
+                page(&snapshot(rt), &rt.decisions.list(&f), &f),
             )
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "404 not found\n"),

@@ -67,10 +67,13 @@ pub fn free_port() -> u16 {
 }
 
 /// A temp dir that the postfix user can enter (mktemp makes 0700).
+/// A fresh directory under /tmp (or `BACKSCATTER_TMPDIR`: the Postfix bench puts
+/// its queues in RAM this way).
 pub fn temp_dir() -> tempfile::TempDir {
+    let base = std::env::var("BACKSCATTER_TMPDIR").unwrap_or_else(|_| "/tmp".into());
     let d = tempfile::Builder::new()
         .prefix("bsm")
-        .tempdir_in("/tmp")
+        .tempdir_in(base)
         .unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -280,7 +283,7 @@ impl Rig {
         let smtp_port = free_port();
         let submission_port = free_port();
         let sink_port = free_port();
-        let mut main_cf = format!(
+        let main_cf = format!(
             "compatibility_level = 3.6
 queue_directory = {q}
 data_directory = {data}
@@ -311,9 +314,23 @@ non_smtpd_milters = {milter}
             data = d.join("data").display(),
             d = d.display(),
         );
+        // An extra entry replaces the default of the same name: a repeated name
+        // makes every Postfix process log a warning at start, postlogd included,
+        // and postlogd writes its own warnings to the socket it has not started
+        // reading yet; with more than net.unix.max_dgram_qlen (10 here) of them
+        // queued, postlogd blocks on itself and the whole instance hangs.
+        let mut lines: Vec<String> = main_cf.lines().map(str::to_string).collect();
         for (k, v) in extra_main_cf {
-            main_cf.push_str(&format!("{k} = {v}\n"));
+            let line = format!("{k} = {v}");
+            match lines
+                .iter_mut()
+                .find(|l| l.split('=').next().map(str::trim) == Some(*k))
+            {
+                Some(old) => *old = line,
+                None => lines.push(line),
+            }
         }
+        let main_cf = lines.join("\n") + "\n";
         fs::write(d.join("etc/main.cf"), main_cf).unwrap();
         fs::write(
             d.join("etc/master.cf"),
