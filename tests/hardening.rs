@@ -110,3 +110,56 @@ fn absurd_limits_are_refused() {
     );
     assert_eq!(c.analysis.concurrency, 3);
 }
+
+/// Real mail never reaches the analysis time budget: every message in
+/// tests/fixtures (and ../shared/corpus, when present) is analysed within the
+/// default `analysis.time_budget_ms` (in a release build the slowest, a 3 MB
+/// message, takes about 20 ms of the 250).
+#[test]
+fn real_mail_never_hits_the_time_budget() {
+    use backscatter_milter::dsn::{self, Limits, budget};
+    use std::{path::Path, time::Instant};
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if !p
+                .extension()
+                .is_some_and(|x| x == "tsv" || x == "md" || x == "txt")
+                && !p.file_name().is_some_and(|n| n == "LICENSE")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("tests/fixtures"), &mut files);
+    walk(&root.join("../shared/corpus"), &mut files);
+    assert!(files.len() > 150, "{} files", files.len());
+    let limits = Limits::default();
+    let (mut slowest, mut slowest_file, mut most_steps) = (0.0f64, String::new(), 0u64);
+    for f in &files {
+        let raw = std::fs::read(f).unwrap();
+        let t = Instant::now();
+        let (_, usage) = budget::run(Some(t + limits.time_budget), || {
+            dsn::analyze(&raw, None, &limits)
+        });
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(!usage.exceeded, "{} hit the time budget", f.display());
+        most_steps = most_steps.max(usage.steps);
+        if ms > slowest {
+            slowest = ms;
+            slowest_file = f.display().to_string();
+        }
+    }
+    println!(
+        "{} messages; slowest {slowest:.2} ms ({slowest_file}); most steps {most_steps}; budget {} ms",
+        files.len(),
+        limits.time_budget.as_millis()
+    );
+}
