@@ -14,8 +14,8 @@
 //! replayed at start (a bad line is skipped and counted, never the end of replay) and
 //! compacted (the live entries written to a new file, synced, renamed over) when it
 //! holds twice as many lines as live entries. Recording an ID again replaces its
-//! entry and its expiry. The milter calls it from its blocking pool, never from an
-//! async worker.
+//! entry and its expiry. The milter calls it from its blocking pool, never from its
+//! protocol thread.
 //! Why not an embedded database: one append and one map insert per outbound message is
 //! all this needs; a log is trivially inspectable. A shared store for several servers
 //! can implement [`Ledger`].

@@ -321,9 +321,11 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
 /// panic on its blocking thread: proves such a panic costs one message only.
 pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// End of message: the session's decision (the bounce analysis, the heavy part)
-/// runs on a blocking thread, not on the async workers, at most `slots` at once,
-/// within `analysis.time_budget_ms`. A panic there tempfails only this message.
+/// End of message: the session's decision (the bounce analysis, signing and the
+/// ledger write: the heavy part) runs on a blocking thread, not on the protocol
+/// thread, at most `slots` at once, within `analysis.time_budget_ms`; inbound mail
+/// that is not analysed (`Session::light_end`) ends on the protocol thread. A panic
+/// there tempfails only this message.
 async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let started = Instant::now();

@@ -1,4 +1,4 @@
-//! The milter skips the body of inbound mail that has a sender, is not addressed to
+//! The milter skips the body of inbound mail (and does not analyse it at all) that has a sender, is not addressed to
 //! one of our tags and shows no report marker in its headers
 //! (`dsn::markers::report_marker`). This test shows, over the real mail in
 //! tests/fixtures/corpus and ../shared/corpus (when present), that no report would
