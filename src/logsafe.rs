@@ -44,22 +44,31 @@ fn invisible(c: char) -> bool {
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for (i, c) in self.text.char_indices() {
+        // Runs of plain characters are written whole; only what needs escaping is
+        // written on its own.
+        let text = self.text;
+        let mut run = 0;
+        for (i, c) in text.char_indices() {
             if i >= self.max {
+                f.write_str(&text[run..i])?;
                 return f.write_str("...");
             }
+            let plain = !(c == '\\' || c.is_control() || invisible(c));
+            if plain {
+                continue;
+            }
+            f.write_str(&text[run..i])?;
+            run = i + c.len_utf8();
             match c {
                 '\n' => f.write_str("\\n")?,
                 '\r' => f.write_str("\\r")?,
                 '\t' => f.write_str("\\t")?,
                 '\\' => f.write_str("\\\\")?,
                 c if c.is_ascii_control() => write!(f, "\\x{:02x}", c as u32)?,
-                c if c.is_control() || invisible(c) => write!(f, "\\u{{{:04x}}}", c as u32)?,
-                c => f.write_char(c)?,
+                c => write!(f, "\\u{{{:04x}}}", c as u32)?,
             }
         }
-        Ok(())
+        f.write_str(&text[run..])
     }
 }
 
