@@ -23,7 +23,7 @@
 //!
 //! Run: cargo bench --bench postfix [-- postfix|direct|connections|transports]
 //! Env: BENCH_ROUNDS (3), BENCH_MESSAGES (messages per Postfix run, 600),
-//!      BENCH_CONNECTIONS (1000), BENCH_DIRECT (`plain` or `bounces`: only those
+//!      BENCH_CONNECTIONS (1000), BENCH_DIRECT (`inbound`, `outbound` or `bounces`: only those
 //!      direct cases), BENCH_LOADS (`a,b,c`: only those Postfix loads),
 //!      BENCH_RAM=1 (the Postfix queues in /dev/shm instead of on disk).
 
@@ -574,6 +574,7 @@ struct DirectRun {
 /// `conns` connections in parallel, `per_conn` messages each, `total` messages.
 async fn drive(
     socket: &Path,
+    client: &'static str,
     mails: Arc<Vec<Mail>>,
     total: usize,
     per_conn: usize,
@@ -588,7 +589,7 @@ async fn drive(
             let mut lat = Vec::new();
             'conns: loop {
                 let start = Instant::now();
-                let mut c = MtaConn::open(&socket, "mx.remote.example", "203.0.113.7")
+                let mut c = MtaConn::open(&socket, "mx.remote.example", client)
                     .await
                     .unwrap();
                 for j in 0..per_conn {
@@ -636,11 +637,21 @@ fn direct_part(rounds: usize, milters: &[(String, PathBuf)], bounce_raw: &[Vec<u
             .collect(),
     );
     let variants = milters;
+    // Our users' mail: from a trusted client (the loopback), signed and recorded.
+    let outbound: Arc<Vec<Mail>> = Arc::new(
+        (0..64)
+            .map(|i| plain_mail("alice@example.org", "bob@remote.example", i))
+            .collect(),
+    );
+    const REMOTE: &str = "203.0.113.7";
+    const LOCAL: &str = "127.0.0.1";
     let cases = [
-        ("plain inbound", plain.clone(), 1usize, 2000usize),
-        ("plain inbound", plain.clone(), 100, 6000),
-        ("real bounces", bounces.clone(), 1, 2000),
-        ("real bounces", bounces.clone(), 100, 6000),
+        ("plain inbound", REMOTE, plain.clone(), 1usize, 2000usize),
+        ("plain inbound", REMOTE, plain.clone(), 100, 6000),
+        ("plain outbound", LOCAL, outbound.clone(), 1, 2000),
+        ("plain outbound", LOCAL, outbound.clone(), 100, 6000),
+        ("real bounces", REMOTE, bounces.clone(), 1, 2000),
+        ("real bounces", REMOTE, bounces.clone(), 100, 6000),
     ];
     // BENCH_DIRECT=plain|bounces keeps only those cases (for profiling).
     let only = std::env::var("BENCH_DIRECT").unwrap_or_default();
@@ -654,16 +665,23 @@ fn direct_part(rounds: usize, milters: &[(String, PathBuf)], bounce_raw: &[Vec<u
     );
     let mut runs: BTreeMap<(usize, usize), Vec<DirectRun>> = BTreeMap::new();
     for round in 0..rounds {
-        for (c, (_, mails, per, total)) in cases.iter().enumerate() {
+        for (c, (_, client, mails, per, total)) in cases.iter().enumerate() {
             for k in 0..variants.len() {
                 let v = (k + round) % variants.len();
-                let r = rt.block_on(drive(&variants[v].1, mails.clone(), *total, *per, parallel));
+                let r = rt.block_on(drive(
+                    &variants[v].1,
+                    client,
+                    mails.clone(),
+                    *total,
+                    *per,
+                    parallel,
+                ));
                 runs.entry((c, v)).or_default().push(r);
             }
         }
     }
     println!("  msg/s, latency per message p50/p99 ms, (ratio of msg/s to the no-op milter)");
-    for (c, (name, _, per, _)) in cases.iter().enumerate() {
+    for (c, (name, _, _, per, _)) in cases.iter().enumerate() {
         let mut cols = Vec::new();
         let mut rates = Vec::new();
         for (v, (vname, _)) in variants.iter().enumerate() {

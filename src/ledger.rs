@@ -14,8 +14,9 @@
 //! replayed at start (a bad line is skipped and counted, never the end of replay) and
 //! compacted (the live entries written to a new file, synced, renamed over) when it
 //! holds twice as many lines as live entries. Recording an ID again replaces its
-//! entry and its expiry. The milter calls it from its blocking pool, never from its
-//! protocol thread.
+//! entry and its expiry. The milter records on its protocol thread only when the
+//! record is a plain append (`next_record_is_cheap`, under `cheap_only`); the
+//! fsync and the compaction always run on its blocking pool.
 //! Why not an embedded database: one append and one map insert per outbound message is
 //! all this needs; a log is trivially inspectable. A shared store for several servers
 //! can implement [`Ledger`].
@@ -90,6 +91,12 @@ pub trait Ledger: Send + Sync {
     fn errors(&self) -> u64 {
         0
     }
+    /// Whether the next `record` is only an append to the page cache and a map
+    /// insert (no fsync, no compaction, no network): the milter then records on
+    /// its protocol thread instead of handing the message to a blocking thread.
+    fn next_record_is_cheap(&self) -> bool {
+        false
+    }
 }
 
 impl std::fmt::Debug for dyn Ledger {
@@ -117,6 +124,31 @@ struct Log {
     /// Recording order, for eviction and expiry. An ID recorded again appears
     /// twice; only the element whose time matches the map is live.
     order: VecDeque<(String, u64)>,
+}
+
+/// Whether the log has grown to twice its live entries (and past 1,024 lines).
+fn compaction_due(lines: u64, live: u64) -> bool {
+    lines >= 1024 && lines >= 2 * live.max(1)
+}
+
+thread_local! {
+    /// Set while recording on the milter's protocol thread: the fsync and the
+    /// compaction wait for the next record made on a blocking thread (which
+    /// `next_record_is_cheap` then asks for).
+    static CHEAP_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the ledger's slow work (fsync, compaction) deferred.
+pub fn cheap_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CHEAP_ONLY.set(false);
+        }
+    }
+    CHEAP_ONLY.set(true);
+    let _reset = Reset;
+    f()
 }
 
 /// The embedded ledger (see the module documentation).
@@ -302,7 +334,7 @@ impl FileLedger {
     fn maybe_compact(&self) -> io::Result<()> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let live = self.map.len() as u64;
-        if log.lines < 1024 || log.lines < 2 * live.max(1) {
+        if !compaction_due(log.lines, live) || CHEAP_ONLY.get() {
             return Ok(());
         }
         let Some(path) = log.path.clone() else {
@@ -356,7 +388,7 @@ impl Ledger for FileLedger {
                 f.write_all(format_line(&id, &e).as_bytes())?;
                 log.lines += 1;
                 log.since_sync += 1;
-                if log.since_sync >= FSYNC_EVERY {
+                if log.since_sync >= FSYNC_EVERY && !CHEAP_ONLY.get() {
                     log.since_sync = 0;
                     let _ = log.file.as_ref().map(File::sync_data);
                 }
@@ -394,6 +426,13 @@ impl Ledger for FileLedger {
     fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
     }
+
+    fn next_record_is_cheap(&self) -> bool {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // Expiry may shrink the live set during the record: count it as half.
+        let live = self.map.len() as u64 / 2;
+        log.since_sync + 1 < FSYNC_EVERY && !compaction_due(log.lines + 1, live)
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +442,43 @@ mod tests {
     fn rec(l: &FileLedger, id: &str, t: u64) {
         l.record(id, "alice@example.org", &[format!("to-{id}")], t)
             .unwrap();
+    }
+
+    /// Records on the protocol thread never fsync or compact: once one is due the
+    /// ledger says the next record is not cheap (the milter then uses a blocking
+    /// thread), and a record made outside `cheap_only` does the deferred work.
+    #[test]
+    fn slow_work_is_deferred_to_a_record_off_the_protocol_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = FileLedger::open(dir.path(), 100_000, 86_400, 1_000).unwrap();
+        let since_sync = |l: &FileLedger| l.log.lock().unwrap().since_sync;
+        let mut n = 0;
+        while l.next_record_is_cheap() {
+            cheap_only(|| rec(&l, &format!("<{n}@x>"), 1_000));
+            n += 1;
+            assert!(n < 1000, "never due");
+        }
+        assert_eq!(n as u64, FSYNC_EVERY - 1);
+        // A racing record under cheap_only passes the threshold without syncing.
+        cheap_only(|| rec(&l, "<race@x>", 1_000));
+        assert_eq!(since_sync(&l), FSYNC_EVERY);
+        assert!(!l.next_record_is_cheap());
+        rec(&l, "<blocking@x>", 1_000);
+        assert_eq!(since_sync(&l), 0);
+        assert!(l.next_record_is_cheap());
+        // Re-recording one ID grows the log, not the live set: compaction falls
+        // due at 1,024 lines, and only a record outside cheap_only compacts.
+        for _ in 0..1100 {
+            if l.next_record_is_cheap() {
+                cheap_only(|| rec(&l, "<same@x>", 1_000));
+            } else {
+                rec(&l, "<same@x>", 1_000);
+            }
+        }
+        let lines = l.log.lock().unwrap().lines;
+        assert!(lines < 1024, "{lines} lines: never compacted");
+        assert_eq!(l.lookup("<same@x>", 1_000).map(|e| e.at), Some(1_000));
+        assert!(l.lookup("<5@x>", 1_000).is_some());
     }
 
     #[test]

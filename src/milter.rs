@@ -323,9 +323,10 @@ pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock:
 
 /// End of message: the session's decision (the bounce analysis, signing and the
 /// ledger write: the heavy part) runs on a blocking thread, not on the protocol
-/// thread, at most `slots` at once, within `analysis.time_budget_ms`; inbound mail
-/// that is not analysed (`Session::light_end`) ends on the protocol thread. A panic
-/// there tempfails only this message.
+/// thread, at most `slots` at once, within `analysis.time_budget_ms`; mail with no
+/// such work (`Session::light_end`: inbound mail that is not analysed, outbound
+/// mail whose ledger record is a plain append) ends on the protocol thread. A
+/// panic there tempfails only this message.
 async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let started = Instant::now();
@@ -352,8 +353,8 @@ async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
         (data, result, usage)
     };
     let joined = if session.light_end() {
-        // Nothing to parse, sign or record: a few microseconds, done here.
-        Ok(decide(session, None))
+        // Nothing to parse and nothing slow to record: microseconds, done here.
+        Ok(crate::ledger::cheap_only(|| decide(session, None)))
     } else {
         // The semaphore is never closed.
         let permit = slots.acquire_owned().await.ok();

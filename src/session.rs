@@ -345,7 +345,9 @@ impl Session {
     }
 
     /// Whether the end of this message is light work: inbound mail that cannot be
-    /// a report, so nothing is parsed, signed or recorded.
+    /// a report (nothing is parsed), or outbound mail whose ledger record is a
+    /// plain append (signing is a few HMACs; the ledger's fsync and compaction,
+    /// and a shared ledger's network round trip, are never light).
     pub fn light_end(&mut self) -> bool {
         let batv = &self.rt.config.batv;
         let Some(msg) = self.msg.as_ref() else {
@@ -357,7 +359,17 @@ impl Session {
             &msg.sender,
             msg.rcpts.iter().map(|r| r.given.as_str()),
         );
-        !outbound && !msg.failed && !self.needs_body()
+        if msg.failed {
+            return false;
+        }
+        if outbound {
+            return self
+                .rt
+                .ledger
+                .as_ref()
+                .is_none_or(|l| l.next_record_is_cheap());
+        }
+        !self.needs_body()
     }
 
     /// End of message: decides what to change. The message state is consumed.
