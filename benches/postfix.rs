@@ -373,6 +373,30 @@ fn xclient_load(port: u16, n: usize, sessions: usize, sender: &str, msgs: &[Vec<
     }
 }
 
+/// "name value (ratio to the first, ratio to the second)" for each variant; the
+/// first column has no ratio, the second only the first.
+fn ratio_columns(
+    names: &[&str],
+    values: &[f64],
+    decimals: usize,
+    ratio: impl Fn(f64, f64) -> f64,
+) -> Vec<String> {
+    names
+        .iter()
+        .zip(values)
+        .enumerate()
+        .map(|(v, (name, &x))| match v {
+            0 => format!("{name} {x:.decimals$}"),
+            1 => format!("{name} {x:.decimals$} ({:.2})", ratio(x, values[0])),
+            _ => format!(
+                "{name} {x:.decimals$} ({:.2}, {:.2})",
+                ratio(x, values[0]),
+                ratio(x, values[1])
+            ),
+        })
+        .collect()
+}
+
 /// CPU time a process (all its threads) has used, in ms, from /proc/PID/stat.
 fn process_cpu_ms(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -506,38 +530,14 @@ fn postfix_part(rounds: usize, n: usize, milters: &[(String, PathBuf)], pids: &[
             let m: Vec<f64> = (0..specs.len())
                 .map(|v| median(&runs[&(load, s, v)]))
                 .collect();
-            let cols: Vec<String> = specs
-                .iter()
-                .enumerate()
-                .map(|(v, (name, _))| match v {
-                    0 => format!("{name} {:.0}", m[0]),
-                    1 => format!("{name} {:.0} ({:.2})", m[1], m[1] / m[0]),
-                    _ => format!(
-                        "{name} {:.0} ({:.2}, {:.2})",
-                        m[v],
-                        m[v] / m[0],
-                        m[v] / m[1]
-                    ),
-                })
-                .collect();
+            let names: Vec<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
+            let cols = ratio_columns(&names, &m, 0, |x, base| x / base);
             println!("  {}, {s} sessions: {}", load.name(), cols.join(" | "));
             let c: Vec<f64> = (0..specs.len())
                 .map(|v| median(&cpu[&(load, s, v)]))
                 .collect();
-            let cols: Vec<String> = specs
-                .iter()
-                .enumerate()
-                .map(|(v, (name, _))| match v {
-                    0 => format!("{name} {:.2}", c[0]),
-                    1 => format!("{name} {:.2} ({:.2})", c[1], c[0] / c[1]),
-                    _ => format!(
-                        "{name} {:.2} ({:.2}, {:.2})",
-                        c[v],
-                        c[0] / c[v],
-                        c[1] / c[v]
-                    ),
-                })
-                .collect();
+            // CPU: less is better, so the ratios are the base's over this one's.
+            let cols = ratio_columns(&names, &c, 2, |x, base| base / x);
             println!(
                 "    CPU ms/msg (alone's / this, no-op's / this): {}",
                 cols.join(" | ")

@@ -330,14 +330,13 @@ pub static PANIC_AT_EOM_FROM: std::sync::OnceLock<String> = std::sync::OnceLock:
 async fn eom(cx: &mut EomContext<Session>, slots: Arc<Semaphore>) -> Status {
     let qid = macro_str(&cx.macros, c"i");
     let started = Instant::now();
-    let Some(session) = cx.data.take() else {
+    let Some(mut session) = cx.data.take() else {
         error!("NOQUEUE: no session state at eom, tempfailing");
         return Status::Tempfail;
     };
     let panic_here = PANIC_AT_EOM_FROM
         .get()
         .is_some_and(|p| session.sender().is_some_and(|m| m.eq_ignore_ascii_case(p)));
-    let mut session = session;
     let decide = move |session: Session, deadline: Option<Instant>| {
         let mut data = Some(session);
         let (result, usage) = budget::run(deadline, || {

@@ -130,7 +130,7 @@ fn real_mail_never_hits_the_time_budget() {
             } else if !p
                 .extension()
                 .is_some_and(|x| x == "tsv" || x == "md" || x == "txt")
-                && !p.file_name().is_some_and(|n| n == "LICENSE")
+                && p.file_name().is_none_or(|n| n != "LICENSE")
             {
                 out.push(p);
             }

@@ -490,12 +490,10 @@ non_smtpd_milters = {milter}
             let sent = self.maillog().matches("status=sent").count();
             // smtp-sink may write its file after it has answered Postfix (and
             // Postfix logged status=sent): wait for the files too.
-            if sent >= n {
-                if self.delivered().len() >= n {
-                    // Let the last file be written out whole.
-                    thread::sleep(Duration::from_millis(100));
-                    return self.delivered();
-                }
+            if sent >= n && self.delivered().len() >= n {
+                // Let the last file be written out whole.
+                thread::sleep(Duration::from_millis(100));
+                return self.delivered();
             }
             assert!(
                 t.elapsed() < Duration::from_secs(30),
